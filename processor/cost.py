@@ -1,0 +1,379 @@
+"""The cost model: what one token costs on one GPU (pure, no I/O — see docs/cost-model.md).
+
+Per token event ``e`` on GPU ``g`` with a trailing event-time window ``W``::
+
+    tokens(e)         = input_tokens + output_tokens
+    tps(e)            = tokens of g's events with ts in (e.ts - W, e.ts] seen up to e  /  W
+    cost_per_token(e) = (price_per_hour_usd / 3600) / tps(e)
+    cost_usd(e)       = cost_per_token(e) * tokens(e)
+
+Timestamps are integer microseconds (exact window edges), token sums are Python ints (exact);
+only the last two divisions are floats. State per GPU is bounded by the lateness allowance
+``L``: with ``M`` the newest timestamp seen for the GPU, an entry is retained while
+``ts > M - W - L`` and a window never reaches below that floor, so results do not depend on
+when eviction runs and a state rebuilt from stored documents equals the live one.
+
+    >>> model = CostModel(PriceBook(0.85))
+    >>> model.on_gpu_metrics("h1/GPU-1", "NVIDIA A100-SXM4-40GB", 3.6)
+    (3.6, 'event')
+    >>> model.on_token_usage("h1/GPU-1", "e1", 60_000_000, 6_000).tps
+    100.0
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final, Literal
+
+__all__ = [
+    "PRICE_SOURCES",
+    "CostModel",
+    "GpuSnapshot",
+    "PriceBook",
+    "PriceSource",
+    "TokenCost",
+    "cost_per_token",
+]
+
+US_PER_S: Final = 1_000_000
+SECONDS_PER_HOUR: Final = 3600.0
+
+PriceSource = Literal["event", "price_map", "default"]
+PRICE_SOURCES: Final[tuple[str, ...]] = ("event", "price_map", "default")
+
+# Compact the per-GPU lists once this many evicted entries sit at their head (and they are
+# at least half the list): eviction stays amortised O(1) and memory stays O(retained).
+_COMPACT_MIN: Final = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCost:
+    """The cost of one token event, as stored on its document."""
+
+    tokens: int
+    tps: float  # tokens per second in the window
+    price_per_hour_usd: float
+    price_source: str  # "event" | "price_map" | "default"
+    cost_per_token: float | None
+    cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSnapshot:
+    """The complete cost state of one GPU, comparable with ``==`` (tests, diagnostics).
+
+    ``entries`` are the retained token events as ``(ts_us, event_id, tokens)`` sorted by
+    ``(ts_us, event_id)``: the state is a set, the physical order of equal timestamps does
+    not change any sum.
+    """
+
+    max_ts_us: int | None
+    price_per_hour_usd: float
+    price_source: str
+    entries: tuple[tuple[int, str, int], ...]
+
+
+def _check_price(name: str, value: object) -> float:
+    """A price must be a finite real number >= 0 (bool is not a number here)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number, got {type(value).__name__}")
+    price = float(value)
+    if not math.isfinite(price) or price < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return price
+
+
+def _seconds_to_us(name: str, value: object, *, allow_zero: bool) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    us = round(value * US_PER_S)
+    if allow_zero:
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value!r}")
+    elif value <= 0 or us <= 0:
+        raise ValueError(f"{name} must be > 0 (at least 1 µs), got {value!r}")
+    return us
+
+
+def cost_per_token(price_per_hour_usd: float, tps: float) -> float | None:
+    """``(price_per_hour_usd / 3600) / tps``; None when ``tps == 0`` (no throughput, no price).
+
+    >>> cost_per_token(3.6, 100.0)  # 0.001 $/s over 100 tokens/s
+    1e-05
+    """
+    if tps < 0 or not math.isfinite(tps):
+        raise ValueError(f"tps must be a finite number >= 0, got {tps!r}")
+    if tps == 0:
+        return None
+    return (price_per_hour_usd / SECONDS_PER_HOUR) / tps
+
+
+class PriceBook:
+    """Resolves a GPU's price: the event's own price, else the map by ``gpu_name``, else default.
+
+    ``gpu_name`` is matched exactly (it is the key of the processor's price map).
+    """
+
+    __slots__ = ("_by_name", "_default")
+
+    def __init__(self, default_usd: float, by_gpu_name: Mapping[str, float] | None = None) -> None:
+        self._default = _check_price("default_usd", default_usd)
+        self._by_name: dict[str, float] = {}
+        for gpu_name, price in (by_gpu_name or {}).items():
+            if not isinstance(gpu_name, str):
+                raise ValueError(f"by_gpu_name keys must be str, got {gpu_name!r}")
+            self._by_name[gpu_name] = _check_price(f"by_gpu_name[{gpu_name!r}]", price)
+
+    @property
+    def default_usd(self) -> float:
+        return self._default
+
+    @property
+    def by_gpu_name(self) -> Mapping[str, float]:
+        return dict(self._by_name)
+
+    def resolve(self, event_price: float | None, gpu_name: str | None) -> tuple[float, str]:
+        """``(price_per_hour_usd, price_source)`` with source ``event|price_map|default``."""
+        if event_price is not None:
+            return _check_price("event_price", event_price), "event"
+        if gpu_name is not None:
+            mapped = self._by_name.get(gpu_name)
+            if mapped is not None:
+                return mapped, "price_map"
+        return self._default, "default"
+
+
+class _GpuState:
+    """Retained token events of one GPU, sorted by ts, with running (prefix) sums of tokens.
+
+    Physical layout: parallel lists ``ts``/``ids``/``cum`` sorted by ``(ts, arrival)``;
+    ``cum[i]`` is ``base`` plus the tokens of entries ``0..i``. Entries before ``head`` are
+    evicted (they stay until compaction; sums are differences of ``cum`` so they cancel).
+
+    - in-order append: O(1); window sum: two bisections, O(log n);
+    - out-of-order insert: O(log n + k), k = retained entries with a later ts (small for jitter);
+    - eviction: amortised O(1) per event.
+    """
+
+    __slots__ = ("base", "cum", "head", "id_set", "ids", "max_ts", "price", "price_source", "ts")
+
+    def __init__(self, price: float, price_source: str) -> None:
+        self.ts: list[int] = []
+        self.ids: list[str] = []
+        self.cum: list[int] = []
+        self.base = 0
+        self.head = 0
+        self.id_set: set[str] = set()
+        self.max_ts: int | None = None
+        self.price = price
+        self.price_source = price_source
+
+    def __len__(self) -> int:
+        return len(self.ts) - self.head
+
+    def evict_through(self, floor: int) -> None:
+        """Drop entries with ``ts <= floor`` (they are sorted, so a prefix)."""
+        ts, ids, head, n = self.ts, self.ids, self.head, len(self.ts)
+        while head < n and ts[head] <= floor:
+            self.id_set.discard(ids[head])
+            head += 1
+        self.head = head
+        if head >= _COMPACT_MIN and head * 2 >= n:
+            self.base = self.cum[head - 1]
+            del self.ts[:head], self.ids[:head], self.cum[:head]
+            self.head = 0
+
+    def _cum_before(self, i: int) -> int:
+        return self.cum[i - 1] if i > 0 else self.base
+
+    def insert(self, ts_us: int, event_id: str, tokens: int) -> None:
+        ts = self.ts
+        if not ts or ts[-1] <= ts_us:  # in order: the common case
+            ts.append(ts_us)
+            self.ids.append(event_id)
+            self.cum.append((self.cum[-1] if self.cum else self.base) + tokens)
+        else:  # late: after every retained entry with ts <= ts_us (arrival order on ties)
+            pos = bisect_right(ts, ts_us, self.head)
+            ts.insert(pos, ts_us)
+            self.ids.insert(pos, event_id)
+            cum = self.cum
+            cum.insert(pos, self._cum_before(pos) + tokens)
+            if tokens:
+                cum[pos + 1 :] = [c + tokens for c in cum[pos + 1 :]]
+        self.id_set.add(event_id)
+
+    def sum_between(self, lo_excl: int, hi_incl: int) -> int:
+        """Tokens of retained entries with ``lo_excl < ts <= hi_incl``."""
+        if hi_incl <= lo_excl:
+            return 0
+        i = bisect_right(self.ts, lo_excl, self.head)
+        j = bisect_right(self.ts, hi_incl, i)
+        if j <= i:
+            return 0
+        return self.cum[j - 1] - self._cum_before(i)
+
+    def entries(self) -> list[tuple[int, str, int]]:
+        out = []
+        for i in range(self.head, len(self.ts)):
+            out.append((self.ts[i], self.ids[i], self.cum[i] - self._cum_before(i)))
+        return out
+
+
+class CostModel:
+    """State for the GPUs of the partitions one replica owns.
+
+    Not thread-safe: one consumer loop owns it. ``gpu_key`` is ``"{host}/{gpu_uuid}"``.
+
+    Rules (docs/cost-model.md):
+
+    - window of ``e``: retained entries with ``max(e.ts - W, M - W - L) < ts <= e.ts``, where
+      ``M`` is the newest ts seen for the GPU including ``e``; ``e`` itself is added first
+      (unless its ``event_id`` is already retained, or ``e.ts <= M - W - L``);
+    - retained: entries with ``ts > M - W - L`` (see :meth:`retained_since_us`);
+    - price: resolved from the GPU's latest gpu.metrics event, default before any.
+    """
+
+    __slots__ = ("_gpus", "_lateness_us", "_prices", "_window_s", "_window_us")
+
+    def __init__(
+        self, prices: PriceBook, window_s: float = 60.0, lateness_s: float = 300.0
+    ) -> None:
+        if not isinstance(prices, PriceBook):
+            raise ValueError(f"prices must be a PriceBook, got {type(prices).__name__}")
+        self._prices = prices
+        self._window_us = _seconds_to_us("window_s", window_s, allow_zero=False)
+        self._lateness_us = _seconds_to_us("lateness_s", lateness_s, allow_zero=True)
+        # The W of tps = tokens / W, from the exact µs value so the edge and divisor agree.
+        self._window_s = self._window_us / US_PER_S
+        self._gpus: dict[str, _GpuState] = {}
+
+    # -- configuration ------------------------------------------------------------------
+
+    @property
+    def prices(self) -> PriceBook:
+        return self._prices
+
+    @property
+    def window_us(self) -> int:
+        return self._window_us
+
+    @property
+    def lateness_us(self) -> int:
+        return self._lateness_us
+
+    def retention_floor_us(self, max_ts_us: int) -> int:
+        """``M - W - L``: token events with ``ts_us >`` this are retained (exclusive bound).
+
+        Rebuild: with ``M`` the largest ``ts_us`` among a GPU's stored token documents before
+        the resume point, replay exactly those with ``ts_us > retention_floor_us(M)``.
+        """
+        return max_ts_us - self._window_us - self._lateness_us
+
+    # -- events -------------------------------------------------------------------------
+
+    def _state(self, gpu_key: str) -> _GpuState:
+        state = self._gpus.get(gpu_key)
+        if state is None:
+            state = _GpuState(self._prices.default_usd, "default")
+            self._gpus[gpu_key] = state
+        return state
+
+    def on_gpu_metrics(
+        self, gpu_key: str, gpu_name: str | None, price_per_hour_usd: float | None
+    ) -> tuple[float, str]:
+        """Record a gpu.metrics event; returns the resolved ``(price, price_source)``.
+
+        Pass the price *the event carried* (None if it had none), also on a rebuild.
+        """
+        price, source = self._prices.resolve(price_per_hour_usd, gpu_name)
+        state = self._state(gpu_key)
+        state.price, state.price_source = price, source
+        return price, source
+
+    def restore_price(self, gpu_key: str, price_per_hour_usd: float, price_source: str) -> None:
+        """Set an already-resolved price (e.g. from the latest stored gpu_metrics document).
+
+        Alternative to replaying :meth:`on_gpu_metrics` when the price map may have changed
+        since the document was stored and the stored resolution should win.
+        """
+        if price_source not in PRICE_SOURCES:
+            raise ValueError(f"price_source must be one of {PRICE_SOURCES}, got {price_source!r}")
+        state = self._state(gpu_key)
+        state.price = _check_price("price_per_hour_usd", price_per_hour_usd)
+        state.price_source = price_source
+
+    def on_token_usage(self, gpu_key: str, event_id: str, ts_us: int, tokens: int) -> TokenCost:
+        """Add a token event to its GPU's window and cost it.
+
+        A redelivered ``event_id`` that is still retained is not added again; its cost is
+        still returned (the store keeps the first copy and drops this one).
+        """
+        if isinstance(ts_us, bool) or not isinstance(ts_us, int):
+            raise TypeError(f"ts_us must be int microseconds, got {type(ts_us).__name__}")
+        if isinstance(tokens, bool) or not isinstance(tokens, int):
+            raise TypeError(f"tokens must be int, got {type(tokens).__name__}")
+        if tokens < 0:
+            raise ValueError(f"tokens must be >= 0, got {tokens}")
+
+        state = self._state(gpu_key)
+        newest = ts_us if state.max_ts is None or ts_us > state.max_ts else state.max_ts
+        state.max_ts = newest
+        floor = newest - self._window_us - self._lateness_us
+        state.evict_through(floor)
+        if ts_us > floor and event_id not in state.id_set:
+            state.insert(ts_us, event_id, tokens)
+
+        in_window = state.sum_between(max(ts_us - self._window_us, floor), ts_us)
+        tps = in_window / self._window_s
+        per_token = cost_per_token(state.price, tps)
+        return TokenCost(
+            tokens=tokens,
+            tps=tps,
+            price_per_hour_usd=state.price,
+            price_source=state.price_source,
+            cost_per_token=per_token,
+            cost_usd=per_token * tokens if per_token is not None else 0.0,
+        )
+
+    # -- partitions ---------------------------------------------------------------------
+
+    def forget(self, gpu_keys: Iterable[str]) -> None:
+        """Drop the state of these GPUs (their partition was revoked). Unknown keys are fine."""
+        for key in gpu_keys:
+            self._gpus.pop(key, None)
+
+    def gpu_keys(self) -> set[str]:
+        """GPUs with state (a gpu.metrics or a token event seen and not forgotten)."""
+        return set(self._gpus)
+
+    def retained_since_us(self, gpu_key: str) -> int | None:
+        """``M - W - L`` of a GPU (exclusive: entries with ``ts_us >`` it are retained).
+
+        None when no token event of the GPU has been seen.
+        """
+        state = self._gpus.get(gpu_key)
+        if state is None or state.max_ts is None:
+            return None
+        return self.retention_floor_us(state.max_ts)
+
+    def retained_count(self, gpu_key: str) -> int:
+        """How many token events of the GPU are retained (0 for an unknown GPU)."""
+        state = self._gpus.get(gpu_key)
+        return 0 if state is None else len(state)
+
+    def snapshot(self, gpu_key: str) -> GpuSnapshot | None:
+        """The GPU's whole state as a comparable value; None for an unknown GPU."""
+        state = self._gpus.get(gpu_key)
+        if state is None:
+            return None
+        return GpuSnapshot(
+            max_ts_us=state.max_ts,
+            price_per_hour_usd=state.price,
+            price_source=state.price_source,
+            entries=tuple(sorted(state.entries(), key=lambda e: (e[0], e[1]))),
+        )

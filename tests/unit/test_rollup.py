@@ -1,0 +1,293 @@
+"""Rollups from per-minute rows: allocation by token share, idle minutes, buckets, percentiles."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from processor.rollup import (
+    IDLE_GROUP,
+    CostRow,
+    GpuMinute,
+    TokenMinute,
+    allocate,
+    latency_bucket_ms,
+    percentile_from_buckets,
+    period_start_minute,
+)
+
+M0 = 1_440 * 20_255  # an epoch minute on a UTC day (so hour) boundary: 2025-06-16
+G1, G2, G3 = "h1/GPU-1", "h1/GPU-2", "h2/GPU-3"
+
+
+def gm(gpu: str, minute: int, price: float = 3.6, readings: int = 12) -> GpuMinute:
+    host = gpu.split("/")[0]
+    return GpuMinute(gpu, host, "NVIDIA A100", minute, price * readings, readings)
+
+
+def tm(
+    gpu: str,
+    minute: int,
+    model: str,
+    tokens: int,
+    requests: int = 1,
+    cost: float = 0.0,
+    price: float = 3.6,
+) -> TokenMinute:
+    host = gpu.split("/")[0]
+    return TokenMinute(gpu, host, model, minute, tokens, requests, cost, price * requests)
+
+
+def by_group(rows: list[CostRow]) -> dict[str, CostRow]:
+    return {r.group: r for r in rows}
+
+
+def test_period_start_minute() -> None:
+    assert M0 % 1440 == 0
+    assert period_start_minute(M0 + 61, "minute") == M0 + 61
+    assert period_start_minute(M0 + 61, "hour") == M0 + 60
+    assert period_start_minute(M0 + 1439, "day") == M0
+    assert period_start_minute(M0 + 1440, "day") == M0 + 1440
+
+
+def test_allocation_split_by_token_share() -> None:
+    rows = allocate(
+        [gm(G1, M0, price=3.6)],
+        [
+            tm(G1, M0, "llama", 750, requests=3, cost=0.5),
+            tm(G1, M0, "mistral", 250, requests=1, cost=0.25),
+        ],
+        "model",
+        "minute",
+    )
+    assert [r.group for r in rows] == ["llama", "mistral"]
+    llama, mistral = rows
+    minute_cost = 3.6 / 60  # 0.06 $ for a reporting minute
+    assert llama.cost_usd == pytest.approx(minute_cost * 0.75, rel=1e-12)
+    assert mistral.cost_usd == pytest.approx(minute_cost * 0.25, rel=1e-12)
+    assert (llama.tokens, llama.requests, mistral.tokens, mistral.requests) == (750, 3, 250, 1)
+    assert llama.throughput_cost_usd == 0.5
+    assert mistral.throughput_cost_usd == 0.25
+    assert llama.idle_cost_usd == mistral.idle_cost_usd == 0.0
+    assert llama.cost_per_1k_tokens == pytest.approx(minute_cost * 0.75 / 750 * 1000, rel=1e-12)
+    assert llama.p95_latency_ms is None
+    assert llama.period_start_minute == M0
+
+
+def test_idle_minutes_by_model_gpu_and_host() -> None:
+    gpus = [gm(G1, M0), gm(G1, M0 + 1), gm(G1, M0 + 2, price=1.2)]
+    tokens = [tm(G1, M0, "llama", 100)]
+    by_model = allocate(gpus, tokens, "model", "hour")
+    assert [r.group for r in by_model] == [IDLE_GROUP, "llama"]
+    idle, llama = by_model
+    assert idle.idle_cost_usd == pytest.approx(3.6 / 60 + 1.2 / 60, rel=1e-12)
+    assert idle.cost_usd == idle.idle_cost_usd
+    assert (idle.tokens, idle.requests, idle.cost_per_1k_tokens) == (0, 0, None)
+    assert llama.cost_usd == pytest.approx(3.6 / 60, rel=1e-12)
+    assert llama.idle_cost_usd == 0.0
+
+    (gpu_row,) = allocate(gpus, tokens, "gpu", "hour")
+    assert gpu_row.group == G1
+    assert gpu_row.cost_usd == pytest.approx(2 * 3.6 / 60 + 1.2 / 60, rel=1e-12)
+    assert gpu_row.idle_cost_usd == pytest.approx(3.6 / 60 + 1.2 / 60, rel=1e-12)
+    assert gpu_row.tokens == 100
+    assert gpu_row.cost_per_1k_tokens == pytest.approx(gpu_row.cost_usd * 10, rel=1e-12)
+
+    (host_row,) = allocate(gpus, tokens, "host", "hour")
+    assert host_row.group == "h1"
+    assert host_row.cost_usd == gpu_row.cost_usd
+    assert host_row.idle_cost_usd == gpu_row.idle_cost_usd
+
+
+def test_a_minute_with_only_zero_token_requests_is_idle() -> None:
+    rows = allocate([], [tm(G1, M0, "llama", 0, requests=2, price=6.0)], "model", "minute")
+    assert [(r.group, r.requests, r.tokens) for r in rows] == [(IDLE_GROUP, 0, 0), ("llama", 2, 0)]
+    assert rows[0].idle_cost_usd == pytest.approx(6.0 / 60, rel=1e-12)
+    assert rows[1].cost_usd == 0.0
+    assert rows[1].cost_per_1k_tokens is None
+
+
+def test_price_from_readings_else_from_token_events() -> None:
+    # Readings win over token events: mean of the readings' prices.
+    readings = [GpuMinute(G1, "h1", "NVIDIA A100", M0, price_sum=3.0 + 6.0, readings=2)]
+    tokens = [tm(G1, M0, "llama", 10, requests=4, price=100.0)]
+    (row,) = allocate(readings, tokens, "gpu", "minute")
+    assert row.cost_usd == pytest.approx(4.5 / 60, rel=1e-12)
+    # No reading that minute: the mean price of its token events, over all models.
+    tokens = [
+        tm(G1, M0 + 1, "llama", 10, requests=1, price=1.2),
+        tm(G1, M0 + 1, "mistral", 30, requests=3, price=2.4),
+    ]
+    (row,) = allocate([], tokens, "gpu", "minute")
+    mean_price = (1.2 + 3 * 2.4) / 4
+    assert row.cost_usd == pytest.approx(mean_price / 60, rel=1e-12)
+    assert row.tokens == 40
+    assert row.requests == 4
+
+
+def test_not_reporting_minutes_cost_nothing() -> None:
+    rows = allocate([gm(G1, M0, readings=0)], [tm(G1, M0 + 1, "x", 0, requests=0)], "gpu", "day")
+    assert rows == []
+
+
+def test_hour_and_day_bucketing() -> None:
+    gpus = [gm(G1, M0 + m) for m in (0, 59, 60, 1439, 1440)]
+    tokens = [tm(G1, M0 + m, "llama", 100, cost=0.001) for m in (0, 59, 60, 1439, 1440)]
+    hours = allocate(gpus, tokens, "model", "hour")
+    assert [(r.period_start_minute, r.tokens) for r in hours] == [
+        (M0, 200),
+        (M0 + 60, 100),
+        (M0 + 1380, 100),
+        (M0 + 1440, 100),
+    ]
+    assert hours[0].cost_usd == pytest.approx(2 * 3.6 / 60, rel=1e-12)
+    assert hours[0].throughput_cost_usd == pytest.approx(0.002, rel=1e-12)
+    days = allocate(gpus, tokens, "model", "day")
+    assert [(r.period_start_minute, r.tokens, r.requests) for r in days] == [
+        (M0, 400, 4),
+        (M0 + 1440, 100, 1),
+    ]
+    minutes = allocate(gpus, tokens, "model", "minute")
+    assert len(minutes) == 5
+
+
+def test_group_by_model_gpu_host_and_sorting() -> None:
+    gpus = [gm(G1, M0), gm(G2, M0, price=1.2), gm(G3, M0, price=2.4), gm(G3, M0 + 1)]
+    tokens = [
+        tm(G1, M0, "mistral", 100),
+        tm(G2, M0, "llama", 300),
+        tm(G2, M0, "mistral", 100),
+        tm(G3, M0, "llama", 50),
+    ]
+    by_model = allocate(gpus, tokens, "model", "minute")
+    assert [(r.period_start_minute, r.group) for r in by_model] == [
+        (M0, "llama"),
+        (M0, "mistral"),
+        (M0 + 1, IDLE_GROUP),
+    ]
+    llama, mistral, idle = by_model
+    assert llama.cost_usd == pytest.approx(1.2 / 60 * 0.75 + 2.4 / 60, rel=1e-12)
+    assert mistral.cost_usd == pytest.approx(3.6 / 60 + 1.2 / 60 * 0.25, rel=1e-12)
+    assert (llama.tokens, mistral.tokens) == (350, 200)
+    assert idle.cost_usd == pytest.approx(3.6 / 60, rel=1e-12)
+
+    by_gpu = allocate(gpus, tokens, "gpu", "hour")
+    assert [r.group for r in by_gpu] == [G1, G2, G3]
+    assert by_group(by_gpu)[G3].idle_cost_usd == pytest.approx(3.6 / 60, rel=1e-12)
+    assert by_group(by_gpu)[G2].tokens == 400
+
+    by_host = by_group(allocate(gpus, tokens, "host", "hour"))
+    assert sorted(by_host) == ["h1", "h2"]
+    assert by_host["h1"].cost_usd == pytest.approx(3.6 / 60 + 1.2 / 60, rel=1e-12)
+    assert by_host["h2"].cost_usd == pytest.approx(2.4 / 60 + 3.6 / 60, rel=1e-12)
+    assert by_host["h2"].idle_cost_usd == pytest.approx(3.6 / 60, rel=1e-12)
+
+    # Every grouping accounts for the same total: all reporting GPU-minutes.
+    total = 3.6 / 60 + 1.2 / 60 + 2.4 / 60 + 3.6 / 60
+    for group_by in ("model", "gpu", "host"):
+        rows = allocate(gpus, tokens, group_by, "day")
+        assert math.fsum(r.cost_usd for r in rows) == pytest.approx(total, rel=1e-12)
+
+
+def test_result_does_not_depend_on_row_order() -> None:
+    rng = random.Random(3)
+    gpus = [gm(g, M0 + m, price=rng.uniform(0.1, 9)) for g in (G1, G2, G3) for m in range(90)]
+    tokens = [
+        tm(g, M0 + m, model, rng.randint(0, 10_000), rng.randint(1, 9), rng.uniform(0, 1))
+        for g in (G1, G2, G3)
+        for m in range(0, 90, 2)
+        for model in ("a", "b", "c")
+    ]
+    expected = allocate(gpus, tokens, "model", "hour")
+    for _ in range(3):
+        rng.shuffle(gpus)
+        rng.shuffle(tokens)
+        assert allocate(gpus, tokens, "model", "hour") == expected
+
+
+def test_latency_histogram_fills_p95() -> None:
+    buckets = {latency_bucket_ms(100.0): 95, latency_bucket_ms(900.0): 5}
+    rows = allocate(
+        [gm(G1, M0)],
+        [tm(G1, M0, "llama", 10), tm(G1, M0, "mistral", 10)],
+        "model",
+        "hour",
+        latency_hist={("llama", M0): buckets, ("mistral", M0 + 60): {1.0: 1}},
+    )
+    assert by_group(rows)["llama"].p95_latency_ms == latency_bucket_ms(100.0)
+    assert by_group(rows)["mistral"].p95_latency_ms is None  # other period
+
+
+def test_rejects_unknown_grouping() -> None:
+    with pytest.raises(ValueError, match="group_by"):
+        allocate([], [], "region", "hour")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="granularity"):
+        allocate([], [], "gpu", "week")  # type: ignore[arg-type]
+
+
+# -- latency buckets and percentiles ------------------------------------------------------
+
+
+def test_latency_bucket_zero_and_exact_bounds() -> None:
+    assert latency_bucket_ms(0) == 0.0
+    assert latency_bucket_ms(1.0) == 1.0
+    bound = latency_bucket_ms(250.0)
+    assert latency_bucket_ms(bound) == bound  # a bound is its own bucket
+    assert latency_bucket_ms(math.nextafter(bound, math.inf)) > bound
+    assert latency_bucket_ms(86_400_000) >= 86_400_000
+
+
+def test_latency_bucket_monotonic_with_at_most_5_percent_width() -> None:
+    rng = random.Random(11)
+    samples = sorted(
+        [rng.uniform(0.001, 10.0) for _ in range(2_000)]
+        + [10 ** rng.uniform(-3, 7.9) for _ in range(5_000)]
+        + [0.001, 0.5, 1.0, 5.0, 1_000.0, 86_400_000.0]
+    )
+    buckets = [latency_bucket_ms(x) for x in samples]
+    assert buckets == sorted(buckets)  # monotonic
+    for x, upper in zip(samples, buckets, strict=True):
+        assert x <= upper < x * 1.05  # reported bound overstates by < 5 %
+        assert upper == float(f"{upper:.6g}")  # stable 6-significant-digit key
+    # Every bound maps to itself; the next float above it to the next bound, < 5 % higher.
+    for upper in set(buckets):
+        assert latency_bucket_ms(upper) == upper
+        following = latency_bucket_ms(math.nextafter(upper, math.inf))
+        assert upper < following < upper * 1.05
+
+
+def test_latency_bucket_rejects_bad_values() -> None:
+    for bad in (-1.0, math.nan, math.inf, 1e13):
+        with pytest.raises(ValueError, match="latency_ms"):
+            latency_bucket_ms(bad)
+
+
+def test_percentile_from_buckets() -> None:
+    hist = {10.0: 50, 20.0: 45, 40.0: 4, 80.0: 1}
+    assert percentile_from_buckets(hist, 0.5) == 10.0
+    assert percentile_from_buckets(hist, 0.95) == 20.0  # cumulative 95 reaches rank 95
+    assert percentile_from_buckets(hist, 0.96) == 40.0
+    assert percentile_from_buckets(hist, 1.0) == 80.0
+    assert percentile_from_buckets(hist, 0.0) == 10.0
+    assert percentile_from_buckets({}, 0.95) is None
+    assert percentile_from_buckets({5.0: 0}, 0.95) is None
+    assert percentile_from_buckets({80.0: 1, 0.0: 3}, 0.5) == 0.0  # unsorted keys
+    with pytest.raises(ValueError, match="q"):
+        percentile_from_buckets(hist, 1.5)
+
+
+def test_percentile_error_is_under_5_percent() -> None:
+    rng = random.Random(5)
+    latencies = [rng.lognormvariate(5, 1.2) for _ in range(10_000)]
+    hist: dict[float, int] = {}
+    for x in latencies:
+        b = latency_bucket_ms(x)
+        hist[b] = hist.get(b, 0) + 1
+    exact = sorted(latencies)
+    for q in (0.5, 0.9, 0.95, 0.99):
+        true = exact[math.ceil(q * len(exact)) - 1]  # nearest rank
+        estimate = percentile_from_buckets(hist, q)
+        assert estimate is not None
+        assert true <= estimate < true * 1.05
