@@ -1,0 +1,287 @@
+"""``python -m producers``: the command line.
+
+    python -m producers run --count 5000 --rate 200 --gpu-interval 5
+    python -m producers run --duration 60            # or neither: until SIGINT/SIGTERM
+    python -m producers replay events.jsonl --speed 10x
+    python -m producers replay gpu-log.csv --speed max --loop --retime
+
+Settings come from the environment (see ``producers.settings``); a flag overrides its
+variable. Exit codes: 0 every event delivered; 1 something was not delivered, or Kafka / the
+topic / the GPUs were unavailable; 2 bad usage, a bad setting, or an invalid replay file
+(nothing was sent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import random
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import orjson
+
+from gpu_readers import GpuReader, GpuReaderError
+from producers.exceptions import ProducerError, ReplayFileError, SettingsError
+from producers.kafka_sink import KafkaSink
+from producers.pacing import parse_speed
+from producers.replay import FORMATS, load_replay
+from producers.service import (
+    ReplayOptions,
+    RunOptions,
+    StopSignals,
+    Summary,
+    run_replay,
+    run_synthetic,
+)
+from producers.settings import ProducerSettings, load_settings
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1  # something was not delivered, or a dependency is unavailable
+EXIT_USAGE: Final = 2  # bad flag, bad setting, invalid replay file: nothing was sent
+
+log = logging.getLogger("producers")
+
+# Flags that override a setting: (flag, settings env name, help). They are parsed as plain
+# strings and validated by the settings object, so an error names the setting and the flag.
+_COMMON_SETTING_FLAGS: Final = (
+    ("--bootstrap", "KAFKA_BOOTSTRAP", "Kafka bootstrap servers (host:port,...)"),
+    ("--topic", "KAFKA_TOPIC", "topic to produce to (must exist)"),
+    ("--host", "PRODUCER_HOST", "this inference host's name (events' host, key prefix)"),
+    ("--client-id", "PRODUCER_CLIENT_ID", "Kafka client.id (default producer-{host}-{pid})"),
+    ("--compression", "PRODUCER_COMPRESSION", "none, gzip, snappy, lz4 or zstd"),
+    ("--linger-ms", "PRODUCER_LINGER_MS", "librdkafka linger.ms"),
+    ("--delivery-timeout-ms", "PRODUCER_DELIVERY_TIMEOUT_MS", "librdkafka delivery.timeout.ms"),
+    ("--connect-timeout", "PRODUCER_CONNECT_TIMEOUT_S", "seconds to wait for Kafka at start"),
+    ("--flush-timeout", "PRODUCER_FLUSH_TIMEOUT_S", "seconds to wait for deliveries at exit"),
+    ("--progress", "PRODUCER_PROGRESS_S", "seconds between progress lines (0 = none)"),
+    ("--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR"),
+)
+_RUN_SETTING_FLAGS: Final = (
+    ("--rate", "PRODUCER_RATE", "token events per second; 0 or max = as fast as possible"),
+    ("--gpu-interval", "PRODUCER_GPU_INTERVAL_S", "seconds between GPU readings"),
+    ("--gpu-seed-file", "GPU_SEED_FILE", "seed file for hosts without NVML/nvidia-smi"),
+    ("--models", "PRODUCER_MODELS", "models and weights: name[:weight],..."),
+)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    if text.strip() == "0":
+        return 0
+    return _positive_int(text)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
+def _speed(text: str) -> float:
+    try:
+        return parse_speed(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _ArgumentContainer(Protocol):
+    # ArgumentParser and its argument groups (whose class is private) both fit.
+    def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action: ...
+
+
+def _add_setting_flags(parser: _ArgumentContainer, flags: Sequence[tuple[str, str, str]]) -> None:
+    for flag, env, help_text in flags:
+        metavar = flag.removeprefix("--").upper().replace("-", "_")
+        parser.add_argument(
+            flag, dest=f"setting:{env}", metavar=metavar, help=f"{help_text} [{env}]"
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m producers`` argument parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("settings (flags override environment variables)")
+    _add_setting_flags(group, _COMMON_SETTING_FLAGS)
+    common.add_argument(
+        "--summary-json",
+        metavar="PATH",
+        help="also write the summary as JSON to PATH ('-' = stdout, instead of the summary line)",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="python -m producers",
+        description="Publish GPU telemetry and LLM token usage to Kafka (contracts v1).",
+        epilog="exit codes: 0 all delivered; 1 not all delivered or Kafka/topic/GPUs "
+        "unavailable; 2 bad usage, setting or replay file (nothing sent)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,replay}")
+
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="synthetic inference traffic for this host's GPUs",
+        description="Synthetic token.usage.v1 traffic attributed to this host's GPUs (read via "
+        "NVML, nvidia-smi or the seed file), with a gpu.metrics.v1 reading per GPU at start and "
+        "every --gpu-interval seconds. Without --count or --duration it runs until SIGINT/SIGTERM.",
+    )
+    run.add_argument("--count", type=_positive_int, help="stop after N token events")
+    run.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
+    run.add_argument("--seed", type=int, help="seed the traffic (models, tokens, latencies)")
+    run_settings = run.add_argument_group("traffic settings")
+    _add_setting_flags(run_settings, _RUN_SETTING_FLAGS)
+
+    replay = sub.add_parser(
+        "replay",
+        parents=[common],
+        help="replay events from a JSON Lines file or an nvidia-smi CSV log",
+        description="Replay v1 events (JSON Lines) or an nvidia-smi CSV log, spaced by the "
+        "events' ts gaps divided by --speed. The whole file is validated first; any invalid "
+        "line is reported (with its number) and nothing is sent.",
+    )
+    replay.add_argument("file", type=Path, metavar="FILE", help="the file to replay ('-' = stdin)")
+    replay.add_argument(
+        "--format", choices=FORMATS, default="auto", help="file format (default: sniff)"
+    )
+    replay.add_argument(
+        "--speed",
+        type=_speed,
+        default=1.0,
+        help="1x = original pace, 10x = ten times faster, max = no waiting (default 1x)",
+    )
+    replay.add_argument("--new-ids", action="store_true", help="give every event a fresh event_id")
+    replay.add_argument(
+        "--loop",
+        dest="loops",
+        action="store_const",
+        const=0,
+        default=1,
+        help="replay until stopped (passes after the first get fresh event_ids)",
+    )
+    replay.add_argument(
+        "--loops", dest="loops", type=_non_negative_int, default=1, metavar="N",
+        help="replay N times (0 = until stopped; default 1)",
+    )  # fmt: skip
+    replay.add_argument(
+        "--retime", action="store_true", help="set each event's ts to the time it is sent"
+    )
+    return parser
+
+
+def _settings_from(args: argparse.Namespace) -> ProducerSettings:
+    overrides: dict[str, object] = {}
+    flags: dict[str, str] = {}
+    for flag, env, _ in (*_COMMON_SETTING_FLAGS, *_RUN_SETTING_FLAGS):
+        value = getattr(args, f"setting:{env}", None)
+        if value is not None:
+            overrides[env] = value
+            flags[env] = flag
+    return load_settings(overrides, flags=flags)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        force=True,
+    )
+
+
+def _report(summary: Summary, summary_json: str | None) -> None:
+    if summary_json == "-":
+        sys.stdout.write(orjson.dumps(summary.as_dict()).decode() + "\n")
+        sys.stderr.write(summary.line() + "\n")
+    else:
+        sys.stdout.write(summary.line() + "\n")
+        if summary_json:
+            Path(summary_json).write_bytes(
+                orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2)
+            )
+    sys.stdout.flush()
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"producers: error: {message}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings_from(args)
+    except SettingsError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    _configure_logging(settings.log_level)
+
+    replay = None
+    if args.command == "replay":
+        try:
+            # Validate the whole file before connecting: a bad file needs no broker to be told.
+            replay = load_replay(args.file, host=settings.host, fmt=args.format)
+        except ReplayFileError as exc:
+            _error(str(exc))
+            return EXIT_USAGE
+
+    try:
+        sink = KafkaSink(settings.kafka_config(), settings.topic)
+    except Exception as exc:  # librdkafka rejected the configuration
+        _error(f"kafka configuration rejected: {exc}")
+        return EXIT_USAGE
+    failure: str | None = None
+    try:
+        partitions = sink.check_ready(settings.connect_timeout_s)
+        log.info(
+            "connected bootstrap=%s topic=%s partitions=%d client_id=%s",
+            settings.bootstrap,
+            settings.topic,
+            partitions,
+            settings.effective_client_id,
+        )
+        with StopSignals.installed() as stop:
+            if replay is not None:
+                options = ReplayOptions(
+                    speed=args.speed, new_ids=args.new_ids, loops=args.loops, retime=args.retime
+                )
+                summary = run_replay(sink, replay, settings, options, stop)
+            else:
+                reader = _gpu_reader(settings, args.seed)
+                run_options = RunOptions(count=args.count, duration_s=args.duration, seed=args.seed)
+                summary = run_synthetic(sink, reader, settings, run_options, stop)
+    except (ProducerError, GpuReaderError) as exc:
+        failure = str(exc)
+    finally:
+        # The loops flush before they return; this is for an exception escaping them (a bug:
+        # an invalid event): deliver what was already sent, bounded, then let it propagate.
+        if sink.stats.in_flight and sink.flush(settings.flush_timeout_s):
+            sink.abandon()
+        sink.close()
+    if failure is not None:
+        _error(failure)  # after close(), so it is the last line an operator sees
+        return EXIT_FAILED
+    _report(summary, args.summary_json)
+    return summary.exit_code
+
+
+def _gpu_reader(settings: ProducerSettings, seed: int | None) -> GpuReader:
+    rng = None if seed is None else random.Random(seed)
+    return GpuReader(settings.host, seed_file=settings.gpu_seed_file, rng=rng)

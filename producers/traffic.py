@@ -1,0 +1,210 @@
+"""Synthetic inference traffic: token.usage.v1 events that look like a real serving fleet.
+
+    >>> gen = TrafficGenerator("inference-01", [GpuTarget("GPU-0a1b", 0)],
+    ...                        profiles_for([("llama-3.1-8b-instruct", 1.0)]), random.Random(7))
+    >>> event = gen.next_event(datetime.now(UTC))
+
+Pure: no I/O and no clock. The caller passes the timestamp; all randomness comes from the
+``rng`` it is given, so a seed reproduces the same models, token counts, latencies, statuses
+and GPUs. ``event_id`` comes from ``id_factory`` (fresh UUID4s by default, so that running the
+same seed twice never produces events the processor would discard as duplicates).
+
+The shape: per model, input and output token counts are lognormal (most requests short, a long
+tail), clamped to the model's context window and the contract's limits; time to first token
+grows with the prompt (prefill), latency = ttft + output tokens x time per output token, both
+with multiplicative jitter; most requests end ``ok``; requests go to the host's GPUs in turn.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from schemas.contracts import TOKEN_USAGE_V1
+
+__all__ = [
+    "KNOWN_PROFILES",
+    "MAX_TOKENS",
+    "GpuTarget",
+    "ModelProfile",
+    "TrafficGenerator",
+    "profiles_for",
+    "rfc3339",
+]
+
+# token.usage.v1 caps input_tokens and output_tokens at 10 million (above that = corrupt).
+MAX_TOKENS: Final = 10_000_000
+# token.usage.v1 caps latency_ms and ttft_ms at one day.
+MAX_LATENCY_MS: Final = 86_400_000.0
+
+# How requests end. Errors return no tokens; timeouts and cancellations are cut short.
+_STATUSES: Final = ("ok", "error", "timeout", "cancelled")
+_STATUS_CUM_WEIGHTS: Final = tuple(itertools.accumulate((0.96, 0.01, 0.01, 0.02)))
+# Share of requests that hit the prefix cache (a shared system prompt, a multi-turn chat).
+_CACHE_HIT_SHARE: Final = 0.3
+# vLLM-style servers commonly time requests out after a minute.
+_REQUEST_TIMEOUT_MS: Final = 60_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelProfile:
+    """How one model's requests look: token distributions and speed on the GPU."""
+
+    name: str
+    weight: float
+    input_median: float  # prompt tokens, median of the lognormal
+    input_sigma: float
+    output_median: float  # generated tokens, median of the lognormal
+    output_sigma: float
+    context: int  # input + output never exceed it
+    ttft_base_ms: float  # queueing + scheduling before prefill
+    prefill_ms_per_1k: float  # prefill time per 1,000 prompt tokens
+    tpot_ms: float  # time per output token (decode)
+
+
+def _profile(
+    name: str, inp: float, out: float, ctx: int, ttft: float, pre: float, tpot: float
+) -> ModelProfile:
+    return ModelProfile(name, 1.0, inp, 1.0, out, 0.8, ctx, ttft, pre, tpot)
+
+
+# Rough single-GPU serving numbers (vLLM-class server, bf16/fp8 on A100/H100-class GPUs):
+# bigger models prefill and decode more slowly. They only need to be plausible, not exact.
+KNOWN_PROFILES: Final[Mapping[str, ModelProfile]] = {
+    p.name: p
+    for p in (
+        _profile("llama-3.1-8b-instruct", 600, 180, 131_072, 25, 8, 12),
+        _profile("mistral-7b-instruct", 500, 160, 32_768, 25, 7, 11),
+        _profile("qwen2.5-32b", 800, 220, 32_768, 60, 30, 28),
+        _profile("llama-3.1-70b-instruct", 900, 250, 131_072, 90, 60, 45),
+    )
+}
+# Any other model name gets a mid-sized model's shape.
+_GENERIC: Final = _profile("generic", 600, 200, 32_768, 50, 20, 20)
+
+
+def profiles_for(models: Sequence[tuple[str, float]]) -> list[ModelProfile]:
+    """Profiles for ``(name, weight)`` pairs; names not in KNOWN_PROFILES get a generic shape."""
+    out: list[ModelProfile] = []
+    for name, weight in models:
+        base = KNOWN_PROFILES.get(name, _GENERIC)
+        out.append(
+            ModelProfile(
+                name, weight, base.input_median, base.input_sigma, base.output_median,
+                base.output_sigma, base.context, base.ttft_base_ms, base.prefill_ms_per_1k,
+                base.tpot_ms,
+            )
+        )  # fmt: skip
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class GpuTarget:
+    """A GPU token events are attributed to."""
+
+    gpu_uuid: str
+    gpu_index: int
+
+    @classmethod
+    def from_event(cls, event: Mapping[str, Any]) -> GpuTarget:
+        """The GPU a gpu.metrics.v1 event describes."""
+        return cls(str(event["gpu_uuid"]), int(event["gpu_index"]))
+
+
+def rfc3339(ts: datetime) -> str:
+    """``2026-11-23T10:00:00.250000Z``: UTC, microseconds, the contracts' ts format."""
+    if ts.tzinfo is None:
+        raise ValueError("timestamp must be timezone-aware")
+    # isoformat: several times faster than strftime, and this runs once per event.
+    return ts.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _random_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+class TrafficGenerator:
+    """Makes token.usage.v1 events for ``host``'s GPUs, one request at a time."""
+
+    def __init__(
+        self,
+        host: str,
+        gpus: Sequence[GpuTarget],
+        models: Sequence[ModelProfile],
+        rng: random.Random,
+        *,
+        id_factory: Callable[[], str] = _random_uuid,
+    ) -> None:
+        if not gpus:
+            raise ValueError("need at least one GPU to attribute traffic to")
+        if not models:
+            raise ValueError("need at least one model")
+        self.host = host
+        self.gpus = tuple(gpus)
+        self.models = tuple(models)
+        self._cum_weights = list(itertools.accumulate(m.weight for m in self.models))
+        self._rng = rng
+        self._id_factory = id_factory
+        self._next_gpu = 0
+
+    def _lognormal(self, median: float, sigma: float) -> float:
+        return self._rng.lognormvariate(math.log(median), sigma)
+
+    def _jitter(self, sigma: float) -> float:
+        # Multiplicative noise with median 1.
+        return self._rng.lognormvariate(0.0, sigma)
+
+    def next_event(self, ts: datetime) -> dict[str, Any]:
+        """The next request's token.usage.v1 event, completed at ``ts``."""
+        rng = self._rng
+        model = rng.choices(self.models, cum_weights=self._cum_weights)[0]
+        gpu = self.gpus[self._next_gpu]
+        self._next_gpu = (self._next_gpu + 1) % len(self.gpus)
+
+        limit = min(model.context, MAX_TOKENS)
+        input_tokens = min(
+            max(1, round(self._lognormal(model.input_median, model.input_sigma))), limit - 1
+        )
+        output_tokens = min(
+            max(1, round(self._lognormal(model.output_median, model.output_sigma))),
+            limit - input_tokens,
+        )
+        status = rng.choices(_STATUSES, cum_weights=_STATUS_CUM_WEIGHTS)[0]
+        ttft_ms = (
+            model.ttft_base_ms + model.prefill_ms_per_1k * input_tokens / 1000
+        ) * self._jitter(0.25)
+        if status == "error":
+            output_tokens = 0
+        elif status in ("timeout", "cancelled"):
+            output_tokens = int(output_tokens * rng.random())
+        latency_ms = ttft_ms + output_tokens * model.tpot_ms * self._jitter(0.15)
+        if status == "timeout":  # the server gave up at its request timeout
+            latency_ms = max(latency_ms, _REQUEST_TIMEOUT_MS)
+        cached = 0
+        if rng.random() < _CACHE_HIT_SHARE:
+            cached = int(input_tokens * rng.uniform(0.2, 0.9))
+
+        event: dict[str, Any] = {
+            "schema": TOKEN_USAGE_V1,
+            "event_id": self._id_factory(),
+            "ts": rfc3339(ts),
+            "host": self.host,
+            "gpu_uuid": gpu.gpu_uuid,
+            "gpu_index": gpu.gpu_index,
+            "model": model.name,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "latency_ms": round(min(latency_ms, MAX_LATENCY_MS), 1),
+            "ttft_ms": round(min(ttft_ms, MAX_LATENCY_MS), 1),
+            "request_id": f"req-{rng.getrandbits(64):016x}",
+            "status": status,
+        }
+        if cached:
+            event["cache_read_input_tokens"] = cached
+        return event

@@ -1,0 +1,204 @@
+"""Producer settings: defaults, environment, flag overrides, and errors that name the setting."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from producers.cli import EXIT_USAGE, main
+from producers.exceptions import SettingsError
+from producers.settings import DEFAULT_MODELS, ProducerSettings, load_settings, parse_rate
+
+SETTING_ENV = (
+    "KAFKA_BOOTSTRAP",
+    "KAFKA_TOPIC",
+    "PRODUCER_HOST",
+    "PRODUCER_CLIENT_ID",
+    "PRODUCER_RATE",
+    "PRODUCER_GPU_INTERVAL_S",
+    "GPU_SEED_FILE",
+    "PRODUCER_MODELS",
+    "PRODUCER_COMPRESSION",
+    "PRODUCER_LINGER_MS",
+    "PRODUCER_DELIVERY_TIMEOUT_MS",
+    "PRODUCER_CONNECT_TIMEOUT_S",
+    "PRODUCER_FLUSH_TIMEOUT_S",
+    "PRODUCER_PROGRESS_S",
+    "LOG_LEVEL",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in SETTING_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults() -> None:
+    s = load_settings()
+    assert s.bootstrap == "127.0.0.1:9092"
+    assert s.topic == "tokens"
+    assert s.host == socket.gethostname()
+    assert s.effective_client_id == f"producer-{s.host}-{os.getpid()}"
+    assert s.rate == 50.0
+    assert s.gpu_interval_s == 10.0
+    assert s.gpu_seed_file is None
+    assert s.model_mix == DEFAULT_MODELS
+    assert (s.compression, s.linger_ms, s.delivery_timeout_ms) == ("lz4", 5, 30_000)
+    assert (s.progress_s, s.log_level) == (5.0, "INFO")
+
+
+def test_every_setting_has_its_env_name() -> None:
+    aliases = {f.validation_alias for f in ProducerSettings.model_fields.values()}
+    assert aliases == set(SETTING_ENV)
+
+
+def test_environment_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seed = tmp_path / "seed.json"
+    seed.write_text("[]")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", "10.0.0.1:9092,10.0.0.2:9092")
+    monkeypatch.setenv("KAFKA_TOPIC", "tokens-test")
+    monkeypatch.setenv("PRODUCER_HOST", "inference-07")
+    monkeypatch.setenv("PRODUCER_RATE", "max")
+    monkeypatch.setenv("PRODUCER_GPU_INTERVAL_S", "2.5")
+    monkeypatch.setenv("GPU_SEED_FILE", str(seed))
+    monkeypatch.setenv("PRODUCER_MODELS", "通义千问-7b:2, llama-3.1-8b-instruct")
+    monkeypatch.setenv("PRODUCER_COMPRESSION", "ZSTD")
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    s = load_settings()
+    assert s.bootstrap == "10.0.0.1:9092,10.0.0.2:9092"
+    assert s.topic == "tokens-test"
+    assert s.effective_client_id.startswith("producer-inference-07-")
+    assert s.rate == 0.0
+    assert s.gpu_interval_s == 2.5
+    assert s.gpu_seed_file == seed
+    assert s.model_mix == (("通义千问-7b", 2.0), ("llama-3.1-8b-instruct", 1.0))
+    assert (s.compression, s.log_level) == ("zstd", "DEBUG")
+
+
+def test_empty_variable_means_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRODUCER_RATE", "")
+    assert load_settings().rate == 50.0
+
+
+def test_overrides_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRODUCER_RATE", "10")
+    monkeypatch.setenv("KAFKA_TOPIC", "from-env")
+    s = load_settings({"PRODUCER_RATE": "250", "KAFKA_TOPIC": None})
+    assert s.rate == 250.0
+    assert s.topic == "from-env"  # None = flag not given
+
+
+def test_kafka_config_is_idempotent_and_keyed_by_settings() -> None:
+    s = load_settings({"PRODUCER_CLIENT_ID": "producer-a", "PRODUCER_LINGER_MS": "20"})
+    config = s.kafka_config()
+    assert config == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "client.id": "producer-a",
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": "lz4",
+        "linger.ms": 20,
+        "delivery.timeout.ms": 30_000,
+        "allow.auto.create.topics": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "expected"),
+    [
+        ("PRODUCER_RATE", "-1", "PRODUCER_RATE: must be >= 0"),
+        ("PRODUCER_RATE", "fast", "PRODUCER_RATE: must be a number of events/s or 'max'"),
+        ("PRODUCER_RATE", "nan", "PRODUCER_RATE: must be >= 0"),
+        ("PRODUCER_GPU_INTERVAL_S", "0", "PRODUCER_GPU_INTERVAL_S: must be > 0"),
+        ("PRODUCER_HOST", "bad/host", "PRODUCER_HOST: must be 1-253 characters with no '/'"),
+        ("PRODUCER_HOST", "two words", "PRODUCER_HOST: must be 1-253 characters with no '/'"),
+        ("KAFKA_TOPIC", "no spaces", "KAFKA_TOPIC: must be 1-249 characters"),
+        ("KAFKA_BOOTSTRAP", " ", "KAFKA_BOOTSTRAP: must be host:port"),
+        ("PRODUCER_COMPRESSION", "brotli", "PRODUCER_COMPRESSION: must be 'none', 'gzip'"),
+        ("PRODUCER_LINGER_MS", "soon", "PRODUCER_LINGER_MS: must be a valid integer"),
+        ("PRODUCER_LINGER_MS", "-5", "PRODUCER_LINGER_MS: must be between 0 and 900000"),
+        ("PRODUCER_DELIVERY_TIMEOUT_MS", "0", "PRODUCER_DELIVERY_TIMEOUT_MS: must be between"),
+        ("PRODUCER_PROGRESS_S", "-1", "PRODUCER_PROGRESS_S: must be >= 0"),
+        ("PRODUCER_FLUSH_TIMEOUT_S", "0", "PRODUCER_FLUSH_TIMEOUT_S: must be > 0"),
+        ("PRODUCER_CONNECT_TIMEOUT_S", "inf", "PRODUCER_CONNECT_TIMEOUT_S: must be > 0"),
+        ("GPU_SEED_FILE", "/nonexistent/seed.json", "GPU_SEED_FILE: no such file"),
+        ("PRODUCER_MODELS", " , ", "PRODUCER_MODELS: must list at least one model"),
+        ("PRODUCER_MODELS", "a:0", "PRODUCER_MODELS: weight of 'a' must be > 0"),
+        ("PRODUCER_MODELS", "a,a", "PRODUCER_MODELS: lists a model more than once"),
+        ("LOG_LEVEL", "chatty", "LOG_LEVEL: must be 'DEBUG'"),
+    ],
+)
+def test_bad_environment_value_names_the_setting(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert str(info.value).startswith(expected), str(info.value)
+
+
+def test_linger_longer_than_delivery_timeout_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRODUCER_LINGER_MS", "100")
+    monkeypatch.setenv("PRODUCER_DELIVERY_TIMEOUT_MS", "50")
+    with pytest.raises(
+        SettingsError, match="PRODUCER_DELIVERY_TIMEOUT_MS: must be >= PRODUCER_LINGER_MS"
+    ):
+        load_settings()
+
+
+def test_every_bad_setting_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRODUCER_RATE", "-1")
+    monkeypatch.setenv("PRODUCER_HOST", "a/b")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    lines = str(info.value).splitlines()
+    assert {line.split(":")[0] for line in lines} == {"PRODUCER_RATE", "PRODUCER_HOST"}
+
+
+def test_flag_errors_name_the_flag_too() -> None:
+    with pytest.raises(SettingsError, match=r"^PRODUCER_RATE \(--rate\): must be >= 0"):
+        load_settings({"PRODUCER_RATE": "-3"}, flags={"PRODUCER_RATE": "--rate"})
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [("max", 0.0), ("MAX", 0.0), ("0", 0.0), ("12.5", 12.5), (7, 7.0), ("inf", 0.0)],
+)
+def test_parse_rate(text: str | int, rate: float) -> None:
+    assert parse_rate(text) == rate
+
+
+def test_cli_exits_2_on_a_bad_environment_value(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PRODUCER_RATE", "-1")
+    assert main(["run", "--count", "1"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "PRODUCER_RATE: must be >= 0" in err
+
+
+def test_cli_exits_2_on_a_bad_flag_value(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--count", "1", "--gpu-interval", "0"]) == EXIT_USAGE
+    assert "PRODUCER_GPU_INTERVAL_S (--gpu-interval): must be > 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--count", "0"],
+        ["run", "--duration", "-1"],
+        ["replay", "x.jsonl", "--speed", "fast"],
+        ["replay", "x.jsonl", "--loops", "-1"],
+        ["bogus"],
+        [],
+    ],
+)
+def test_cli_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == EXIT_USAGE
+    assert "usage:" in capsys.readouterr().err
