@@ -20,6 +20,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
+.PHONY: demo
+demo: $(STAMP) ## Run the pipeline end to end (stack, processor, producer) and print its costs
+	$(PY) scripts/demo.py --state-dir $(STATE_DIR)
+
+.PHONY: down
+down: $(STAMP) ## Stop what `make demo` started (processor, then the local stack)
+	$(PY) scripts/demo.py --state-dir $(STATE_DIR) --down
+
+.PHONY: docs
+docs: $(STAMP) ## Regenerate the settings tables in docs/configuration.md
+	$(PY) scripts/config_doc.py
+
 .PHONY: install
 install: $(STAMP) ## Create .venv and install pinned dependencies (a no-op when up to date)
 

@@ -1,0 +1,77 @@
+"""The FastAPI application: HTTP routes plus the consume loop, started by the lifespan.
+
+>>> app = create_app(ProcessorSettings())
+>>> uvicorn.run(app, host="127.0.0.1", port=8080)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from confluent_kafka.admin import AdminClient
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette_exporter import PrometheusMiddleware, handle_metrics
+
+from gpu_readers import GpuReader
+from processor.api import costs, gpus, health, stats
+from processor.consumer import PipelineLoop
+from processor.exceptions import StoreUnavailable
+from processor.settings import ProcessorSettings
+from processor.store import MongoStore
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ProcessorSettings | None = None, *, consume: bool = True) -> FastAPI:
+    """Build the app; ``consume=False`` serves the API without joining the consumer group."""
+    settings = settings or ProcessorSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = MongoStore(
+            settings.mongo_url.get_secret_value(), settings.mongo_db, settings.mongo_timeout_ms
+        )
+        app.state.settings = settings
+        app.state.store = store
+        app.state.kafka_admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        app.state.gpu_reader = GpuReader(settings.processor_host, seed_file=settings.gpu_seed_file)
+        app.state.loop = PipelineLoop(settings, store) if consume else None
+        if app.state.loop is not None:
+            app.state.loop.start()
+        log.info(
+            "processor started topic=%s group=%s mongo_db=%s consume=%s",
+            settings.kafka_topic, settings.kafka_group_id, settings.mongo_db, consume,
+        )  # fmt: skip
+        try:
+            yield
+        finally:
+            if app.state.loop is not None:
+                app.state.loop.stop()
+            store.close()
+
+    app = FastAPI(
+        title="GPU token-cost processor",
+        description="What each LLM token costs on your own GPUs.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        PrometheusMiddleware,
+        app_name="processor",
+        group_paths=True,
+        skip_paths=["/metrics", "/health"],
+    )
+    app.add_route("/metrics", handle_metrics)
+    for module in (health, gpus, costs, stats):
+        app.include_router(module.router)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(_request: Request, exc: StoreUnavailable) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": str(exc)})
+
+    return app

@@ -1,0 +1,71 @@
+"""The pipeline's own Prometheus metrics, on the default registry that starlette-exporter serves.
+
+Defined once at import time: prometheus_client refuses to register a name twice.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "BATCH_SIZE",
+    "CONSUMER_LAG",
+    "DEAD_LETTERED",
+    "END_TO_END_LATENCY",
+    "EVENTS_CONSUMED",
+    "EVENTS_DUPLICATE",
+    "EVENTS_INVALID",
+    "EVENTS_WRITTEN",
+    "PARTITION_REBUILDS",
+    "STORE_UP",
+    "WRITE_LATENCY",
+    "schema_label",
+]
+
+_KNOWN = frozenset({"gpu.metrics.v1", "token.usage.v1"})
+
+
+def schema_label(schema: object) -> str:
+    """Bound the label's cardinality: anything not a known contract is 'unknown'."""
+    return schema if isinstance(schema, str) and schema in _KNOWN else "unknown"
+
+
+EVENTS_CONSUMED = Counter(
+    "pipeline_events_consumed", "Kafka messages taken from the topic.", ["schema"]
+)
+EVENTS_WRITTEN = Counter(
+    "pipeline_events_written", "Documents newly stored in MongoDB.", ["collection"]
+)
+EVENTS_DUPLICATE = Counter(
+    "pipeline_events_duplicate",
+    "Events already stored (same event_id): redeliveries and producer duplicates.",
+    ["collection"],
+)
+EVENTS_INVALID = Counter(
+    "pipeline_events_invalid", "Messages that failed decoding or validation.", ["schema"]
+)
+DEAD_LETTERED = Counter(
+    "pipeline_events_dead_lettered", "Messages written to the dead-letter topic.", ["schema"]
+)
+PARTITION_REBUILDS = Counter(
+    "pipeline_partition_rebuilds", "Cost windows rebuilt from MongoDB after an assignment."
+)
+BATCH_SIZE = Histogram(
+    "pipeline_batch_size",
+    "Messages per consumed batch.",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+)
+WRITE_LATENCY = Histogram(
+    "pipeline_write_latency_seconds",
+    "Time of one bulk write of a batch to MongoDB.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+END_TO_END_LATENCY = Histogram(
+    "pipeline_end_to_end_latency_seconds",
+    "Store time minus the event's ts.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+CONSUMER_LAG = Gauge(
+    "pipeline_consumer_lag", "High watermark minus committed offset.", ["partition"]
+)
+STORE_UP = Gauge("pipeline_store_up", "1 when the last MongoDB call succeeded, else 0.")

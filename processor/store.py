@@ -1,0 +1,275 @@
+"""MongoDB adapter: bulk writes keyed by event_id, the queries behind rebuilds and the API.
+
+    >>> store = MongoStore("mongodb://127.0.0.1:27017/", "gpu_cost")
+    >>> store.ensure_indexes()
+    >>> result = store.write({"gpu_metrics": [...], "token_usage": [...]})
+
+Only `$match`, `$group` (with `$sum`), `$sort` and `find` are used, so the same code runs on
+MongoDB 7 and on FerretDB (see STACK.md). Connection failures become StoreUnavailable; a
+duplicate `_id` means "already stored" and is counted, not raised.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from processor.documents import GPU_METRICS, TOKEN_USAGE
+from processor.exceptions import StoreUnavailable
+from processor.rollup import GpuMinute, TokenMinute
+
+__all__ = ["MongoStore", "PartitionHistory", "WriteResult"]
+
+log = logging.getLogger(__name__)
+
+_DUPLICATE_KEY: Final = 11000
+# Server answers that mean "try again later" rather than "this document is bad".
+_TRANSIENT_CODES: Final = frozenset(
+    {6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 50, 112, 64}
+)
+
+_INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]]]]]] = {
+    GPU_METRICS: [
+        ("gpu_key_ts", [("gpu_key", ASCENDING), ("ts_us", ASCENDING)]),
+        ("partition_offset", [("kafka_partition", ASCENDING), ("kafka_offset", ASCENDING)]),
+        ("minute", [("minute", ASCENDING)]),
+    ],
+    TOKEN_USAGE: [
+        ("gpu_key_ts", [("gpu_key", ASCENDING), ("ts_us", ASCENDING)]),
+        ("partition_offset", [("kafka_partition", ASCENDING), ("kafka_offset", ASCENDING)]),
+        ("minute", [("minute", ASCENDING)]),
+        ("model_minute", [("model", ASCENDING), ("minute", ASCENDING)]),
+    ],
+}
+
+
+@dataclass
+class WriteResult:
+    """What one bulk write did, per collection, and the documents the server refused."""
+
+    inserted: dict[str, int] = field(default_factory=dict)
+    duplicates: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)  # _id -> reason
+
+
+@dataclass
+class PartitionHistory:
+    """What a partition's new owner needs to rebuild its cost state (see processor/cost.py)."""
+
+    latest_gpu_metrics: list[dict[str, Any]]
+    token_events: list[dict[str, Any]]  # in kafka_offset order
+
+
+class MongoStore:
+    """The processor's only door to MongoDB."""
+
+    def __init__(self, url: str, database: str, timeout_ms: int = 3000) -> None:
+        self._client: MongoClient[dict[str, Any]] = MongoClient(
+            url,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            # Bulk writes of a large batch on a slow disk take seconds; a short socket timeout
+            # would turn a slow write into a retry storm.
+            socketTimeoutMS=max(30_000, timeout_ms * 10),
+            tz_aware=True,
+        )
+        self._db = self._client[database]
+        self.database = database
+
+    def close(self) -> None:
+        self._client.close()
+
+    def collection(self, name: str) -> Collection[dict[str, Any]]:
+        return self._db[name]
+
+    @contextmanager
+    def _unavailable_on_error(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except BulkWriteError:
+            raise
+        except PyMongoError as exc:
+            raise StoreUnavailable(f"MongoDB {what} failed: {exc}") from exc
+
+    def ping(self) -> None:
+        with self._unavailable_on_error("ping"):
+            self._client.admin.command("ping")
+
+    def ensure_indexes(self) -> None:
+        """Create the indexes if missing; safe to call at every start."""
+        with self._unavailable_on_error("create_index"):
+            for collection, indexes in _INDEXES.items():
+                for name, keys in indexes:
+                    self._db[collection].create_index(keys, name=name)
+
+    def write(self, docs_by_collection: Mapping[str, Sequence[dict[str, Any]]]) -> WriteResult:
+        """Insert every document; duplicates of `_id` count as already stored."""
+        result = WriteResult()
+        for name, docs in docs_by_collection.items():
+            if not docs:
+                continue
+            inserted, duplicates = len(docs), 0
+            try:
+                with self._unavailable_on_error(f"insert into {name}"):
+                    self._db[name].insert_many(docs, ordered=False)
+            except BulkWriteError as exc:
+                inserted = int(exc.details.get("nInserted", 0))
+                for error in exc.details.get("writeErrors", []):
+                    code = error.get("code")
+                    if code == _DUPLICATE_KEY:
+                        duplicates += 1
+                    elif code in _TRANSIENT_CODES:
+                        raise StoreUnavailable(
+                            f"MongoDB insert into {name} failed: code={code} {error.get('errmsg')}"
+                        ) from exc
+                    else:
+                        doc_id = str(docs[error["index"]]["_id"])
+                        result.rejected[doc_id] = f"code={code} {error.get('errmsg', '')}".strip()
+                        log.error(
+                            "store rejected document collection=%s event_id=%s code=%s msg=%r",
+                            name, doc_id, code, error.get("errmsg"),
+                        )  # fmt: skip
+            result.inserted[name] = inserted
+            result.duplicates[name] = duplicates
+        return result
+
+    def partition_history(
+        self, partition: int, before_offset: int, retain_us: int
+    ) -> PartitionHistory:
+        """Stored events of ``partition`` before ``before_offset`` that a cost window retains.
+
+        For each GPU: its latest gpu_metrics document, and its token events whose ts_us is
+        within ``retain_us`` (window + lateness) of its newest stored token event.
+        """
+        scope = {"kafka_partition": partition, "kafka_offset": {"$lt": before_offset}}
+        gpus, tokens = self._db[GPU_METRICS], self._db[TOKEN_USAGE]
+        with self._unavailable_on_error("rebuild query"):
+            keys = set(gpus.distinct("gpu_key", scope)) | set(tokens.distinct("gpu_key", scope))
+            latest: list[dict[str, Any]] = []
+            events: list[dict[str, Any]] = []
+            for key in sorted(keys):
+                mine = {**scope, "gpu_key": key}
+                reading = gpus.find_one(mine, sort=[("kafka_offset", DESCENDING)])
+                if reading is not None:
+                    latest.append(reading)
+                newest = tokens.find_one(mine, {"ts_us": 1}, sort=[("ts_us", DESCENDING)])
+                if newest is None:
+                    continue
+                window = {**mine, "ts_us": {"$gt": newest["ts_us"] - retain_us}}
+                events.extend(
+                    tokens.find(window, {"gpu_key": 1, "ts_us": 1, "tokens": 1, "kafka_offset": 1})
+                )
+        events.sort(key=lambda d: int(d["kafka_offset"]))
+        return PartitionHistory(latest_gpu_metrics=latest, token_events=events)
+
+    # --- queries behind the HTTP API ---------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        with self._unavailable_on_error("count"):
+            return {n: self._db[n].count_documents({}) for n in (GPU_METRICS, TOKEN_USAGE)}
+
+    def latest_readings(self) -> list[dict[str, Any]]:
+        """The newest gpu_metrics document of every GPU ever seen."""
+        gpus = self._db[GPU_METRICS]
+        with self._unavailable_on_error("latest readings"):
+            keys = sorted(gpus.distinct("gpu_key"))
+            found = [gpus.find_one({"gpu_key": k}, sort=[("ts_us", DESCENDING)]) for k in keys]
+        return [doc for doc in found if doc is not None]
+
+    def latest_readings_of(self, gpu_key: str) -> dict[str, Any] | None:
+        with self._unavailable_on_error("latest reading"):
+            return self._db[GPU_METRICS].find_one(
+                {"gpu_key": gpu_key}, sort=[("ts_us", DESCENDING)]
+            )
+
+    def gpu_readings(
+        self, gpu_key: str, start_us: int, end_us: int, limit: int
+    ) -> list[dict[str, Any]]:
+        query = {"gpu_key": gpu_key, "ts_us": {"$gte": start_us, "$lt": end_us}}
+        with self._unavailable_on_error("readings query"):
+            return list(self._db[GPU_METRICS].find(query).sort("ts_us", ASCENDING).limit(limit))
+
+    def gpu_minutes(self, match: Mapping[str, Any]) -> list[GpuMinute]:
+        pipeline = [
+            {"$match": dict(match)},
+            {
+                "$group": {
+                    "_id": {"gpu_key": "$gpu_key", "minute": "$minute"},
+                    "price_sum": {"$sum": "$price_per_hour_usd"},
+                    "readings": {"$sum": 1},
+                }
+            },
+        ]
+        with self._unavailable_on_error("gpu minutes aggregation"):
+            rows = list(self._db[GPU_METRICS].aggregate(pipeline))
+        return [
+            GpuMinute(
+                gpu_key=r["_id"]["gpu_key"],
+                host=str(r["_id"]["gpu_key"]).split("/", 1)[0],
+                gpu_name=None,
+                minute=int(r["_id"]["minute"]),
+                price_sum=float(r["price_sum"]),
+                readings=int(r["readings"]),
+            )
+            for r in rows
+        ]
+
+    def token_minutes(self, match: Mapping[str, Any]) -> list[TokenMinute]:
+        pipeline = [
+            {"$match": dict(match)},
+            {
+                "$group": {
+                    "_id": {"gpu_key": "$gpu_key", "minute": "$minute", "model": "$model"},
+                    "tokens": {"$sum": "$tokens"},
+                    "requests": {"$sum": 1},
+                    "cost_usd": {"$sum": "$cost_usd"},
+                    "price_sum": {"$sum": "$price_per_hour_usd"},
+                }
+            },
+        ]
+        with self._unavailable_on_error("token minutes aggregation"):
+            rows = list(self._db[TOKEN_USAGE].aggregate(pipeline))
+        return [
+            TokenMinute(
+                gpu_key=r["_id"]["gpu_key"],
+                host=str(r["_id"]["gpu_key"]).split("/", 1)[0],
+                model=r["_id"]["model"],
+                minute=int(r["_id"]["minute"]),
+                tokens=int(r["tokens"]),
+                requests=int(r["requests"]),
+                cost_usd=float(r["cost_usd"]),
+                price_sum=float(r["price_sum"]),
+            )
+            for r in rows
+        ]
+
+    def latency_histogram(
+        self, match: Mapping[str, Any], group_field: str, period_field: str
+    ) -> dict[tuple[str, int], dict[float, int]]:
+        """(group value, period) -> {latency bucket upper bound ms: count}."""
+        pipeline = [
+            {"$match": dict(match)},
+            {
+                "$group": {
+                    "_id": {
+                        "g": f"${group_field}",
+                        "p": f"${period_field}",
+                        "b": "$latency_bucket_ms",
+                    },
+                    "n": {"$sum": 1},
+                }
+            },
+        ]
+        hist: dict[tuple[str, int], dict[float, int]] = {}
+        with self._unavailable_on_error("latency aggregation"):
+            for r in self._db[TOKEN_USAGE].aggregate(pipeline):
+                key = (str(r["_id"]["g"]), int(r["_id"]["p"]))
+                hist.setdefault(key, {})[float(r["_id"]["b"])] = int(r["n"])
+        return hist

@@ -1,0 +1,542 @@
+"""`make bench`: throughput, latency and memory of the pipeline, as ratios measured in one run.
+
+Runs against the local stack (started if needed) and appends a dated section to
+docs/benchmarks.md. Absolute numbers depend on the machine; the ratios compare our code with
+baselines measured minutes apart on the same broker and server, which is what we can defend.
+
+    python scripts/bench.py                   # everything (a few minutes)
+    python scripts/bench.py --events 200000 --latency-seconds 60 --only drain,latency
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psutil
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+from pymongo import MongoClient
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from processor.cost import CostModel, PriceBook  # noqa: E402
+from processor.documents import gpu_key, to_ts_us, token_usage_doc  # noqa: E402
+from schemas.contracts import decode, kafka_key, validate  # noqa: E402
+from tests.support.events import gpu_event, token_event  # noqa: E402
+
+PY = sys.executable
+RESULTS = REPO / "docs" / "benchmarks.md"
+STATE = REPO / ".state" / "bench-stack"
+
+
+def log(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def mixed_events(n: int, seed: int = 1) -> list[dict[str, Any]]:
+    """~96% token events, ~4% GPU readings, over 16 GPUs on 4 hosts, timestamps ~now."""
+    rng = random.Random(seed)
+    gpus = [
+        (f"bench-{h}", f"GPU-{uuid.UUID(int=rng.getrandbits(128))}")
+        for h in range(4)
+        for _ in range(4)
+    ]
+    base = datetime.now(UTC) - timedelta(seconds=n / 1000)
+    events: list[dict[str, Any]] = []
+    for i in range(n):
+        host, gpu = gpus[i % len(gpus)]
+        at = i / 1000
+        if i % 25 == 0:
+            events.append(gpu_event(host, gpu, at, price_per_hour_usd=3.2, base=base))
+        else:
+            events.append(
+                token_event(
+                    host,
+                    gpu,
+                    at,
+                    rng.randint(50, 2000),
+                    rng.randint(10, 600),
+                    latency_ms=rng.uniform(100, 3000),
+                    base=base,
+                )
+            )
+    return events
+
+
+class Bench:
+    def __init__(self, bootstrap: str, mongo_url: str) -> None:
+        self.bootstrap = bootstrap
+        self.mongo_url = mongo_url
+        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+        self.mongo: MongoClient[dict[str, Any]] = MongoClient(mongo_url)
+        self.topics: list[str] = []
+        self.dbs: list[str] = []
+        self.results: dict[str, Any] = {}
+
+    def topic(self, prefix: str) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.admin.create_topics([NewTopic(name, 12, 1)])[name].result(30)
+        self.topics.append(name)
+        return name
+
+    def db(self, prefix: str) -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        self.dbs.append(name)
+        return name
+
+    def cleanup(self) -> None:
+        for name in self.dbs:
+            self.mongo.drop_database(name)
+        if self.topics:
+            for future in self.admin.delete_topics(self.topics).values():
+                future.result(30)
+
+    # --- producers ----------------------------------------------------------------------
+
+    def bare_produce(self, topic: str, payloads: list[tuple[str, bytes]]) -> float:
+        """A bare confluent-kafka loop with the producer's own settings; returns events/s."""
+        producer = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "compression.type": "lz4",
+            }
+        )
+        started = time.perf_counter()
+        for key, value in payloads:
+            while True:
+                try:
+                    producer.produce(topic, key=key, value=value)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+        assert producer.flush(60) == 0
+        return len(payloads) / (time.perf_counter() - started)
+
+    def bench_producer(self, n: int) -> None:
+        log(f"producer: bare confluent-kafka loop vs `python -m producers run`, {n} events each")
+        payloads = [(kafka_key(e), orjson.dumps(e)) for e in mixed_events(n, seed=2)]
+        bare = self.bare_produce(self.topic("bench-bare"), payloads)
+        topic = self.topic("bench-prod")
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP": self.bootstrap,
+            "KAFKA_TOPIC": topic,
+            "PRODUCER_PROGRESS_S": "60",
+        }
+        started = time.perf_counter()
+        done = subprocess.run(
+            [
+                PY,
+                "-m",
+                "producers",
+                "run",
+                "--count",
+                str(n),
+                "--rate",
+                "0",
+                "--gpu-interval",
+                "10",
+            ],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        elapsed = time.perf_counter() - started
+        if done.returncode != 0:
+            raise SystemExit(f"producer failed:\n{done.stderr[-2000:]}")
+        ours = n / elapsed
+        self.results["producer"] = {"bare_eps": bare, "producer_eps": ours, "ratio": ours / bare}
+        log(
+            f"  bare {bare:,.0f}/s, producer {ours:,.0f}/s (process start included): "
+            f"ratio {ours / bare:.2f} (goal >= 0.8)"
+        )
+
+    # --- the processor ------------------------------------------------------------------
+
+    def start_processor(
+        self, topic: str, db: str, log_path: Path
+    ) -> tuple[subprocess.Popen[bytes], str]:
+        port = _free_port()
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP": self.bootstrap,
+            "KAFKA_TOPIC": topic,
+            "KAFKA_GROUP_ID": f"bench-{uuid.uuid4().hex[:6]}",
+            "MONGO_URL": self.mongo_url,
+            "MONGO_DB": db,
+            "HTTP_PORT": str(port),
+            "LOG_LEVEL": "WARNING",
+        }
+        proc = subprocess.Popen(
+            [PY, "-m", "processor"],
+            env=env,
+            cwd=REPO,
+            stdout=log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        _until(lambda: _healthy(url), 90, f"processor healthy (see {log_path})")
+        return proc, url
+
+    def bench_drain(self, n: int) -> None:
+        log(f"drain: pre-filling a 12-partition topic with {n:,} mixed events")
+        events = mixed_events(n)
+        payloads = [(kafka_key(e), orjson.dumps(e)) for e in events]
+        topic = self.topic("bench-drain")
+        self.bare_produce(topic, payloads)
+
+        log("  (a) consume-only loop over the same topic")
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "auto.offset.reset": "earliest",
+                "group.id": f"bench-consume-{uuid.uuid4().hex[:6]}",
+                "enable.auto.commit": False,
+            }
+        )
+        consumer.subscribe([topic])
+        seen, started = 0, 0.0
+        deadline = time.monotonic() + 300
+        while seen < n and time.monotonic() < deadline:
+            batch = consumer.consume(1000, 1.0)
+            if batch and not started:
+                started = time.perf_counter()
+            seen += sum(1 for m in batch if m.error() is None)
+        consume_eps = seen / (time.perf_counter() - started)
+        consumer.close()
+        log(f"      {consume_eps:,.0f} events/s")
+
+        log("  processor (one replica) draining the backlog")
+        db = self.db("bench_drain")
+        tokens = self.mongo[db]["token_usage"]
+        gpus = self.mongo[db]["gpu_metrics"]
+        proc, _url = self.start_processor(topic, db, STATE / "bench-processor.log")
+        rss_peak = 0
+        stop = threading.Event()
+
+        def sample_rss() -> None:
+            nonlocal rss_peak
+            process = psutil.Process(proc.pid)
+            while not stop.is_set():
+                rss_peak = max(rss_peak, process.memory_info().rss)
+                stop.wait(0.2)
+
+        sampler = threading.Thread(target=sample_rss, daemon=True)
+        sampler.start()
+        started = time.perf_counter()
+        _until(
+            lambda: tokens.estimated_document_count() + gpus.estimated_document_count() >= n,
+            900,
+            "processor to store the backlog",
+            every=0.5,
+        )
+        drain_s = time.perf_counter() - started
+        stop.set()
+        sampler.join()
+        proc.terminate()
+        proc.wait(30)
+        processor_eps = n / drain_s
+        log(f"      {processor_eps:,.0f} events/s, peak RSS {rss_peak / 2**20:.0f} MiB")
+
+        log("  (b) raw insert_many of the same documents into the same server")
+        raw_db = self.mongo[self.db("bench_raw")]
+        docs_t = list(tokens.find())
+        docs_g = list(gpus.find())
+        started = time.perf_counter()
+        for coll, docs in (("token_usage", docs_t), ("gpu_metrics", docs_g)):
+            for i in range(0, len(docs), 1000):
+                raw_db[coll].insert_many(docs[i : i + 1000], ordered=False)
+        insert_eps = (len(docs_t) + len(docs_g)) / (time.perf_counter() - started)
+        log(f"      {insert_eps:,.0f} documents/s")
+
+        floor = min(consume_eps, insert_eps)
+        self.results["drain"] = {
+            "events": n,
+            "consume_only_eps": consume_eps,
+            "insert_many_eps": insert_eps,
+            "processor_eps": processor_eps,
+            "ratio_vs_min": processor_eps / floor,
+            "rss_peak_mib": rss_peak / 2**20,
+        }
+        self.bench_naive(topic, min(n, 5000), processor_eps)
+
+    def bench_naive(self, topic: str, n: int, processor_eps: float) -> None:
+        log(f"  naive baseline: one message at a time (insert_one, then commit), {n:,} messages")
+        db = self.mongo[self.db("bench_naive")]["token_usage"]
+        model = CostModel(PriceBook(0.85))
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "auto.offset.reset": "earliest",
+                "group.id": f"bench-naive-{uuid.uuid4().hex[:6]}",
+                "enable.auto.commit": False,
+            }
+        )
+        consumer.subscribe([topic])
+        done, started = 0, 0.0
+        while done < n:
+            msg = consumer.poll(1.0)
+            if msg is None or msg.error() is not None:
+                continue
+            started = started or time.perf_counter()
+            event = decode(msg.value())
+            if event["schema"] == "token.usage.v1":
+                ts_us = to_ts_us(event["ts"])
+                cost = model.on_token_usage(
+                    gpu_key(event),
+                    event["event_id"],
+                    ts_us,
+                    event["input_tokens"] + event["output_tokens"],
+                )
+                db.insert_one(
+                    token_usage_doc(
+                        event,
+                        ts_us=ts_us,
+                        cost=cost,
+                        partition=msg.partition() or 0,
+                        offset=msg.offset() or 0,
+                    )
+                )
+            consumer.commit(message=msg, asynchronous=False)
+            done += 1
+        naive_eps = done / (time.perf_counter() - started)
+        consumer.close()
+        self.results["naive"] = {"naive_eps": naive_eps, "ratio": processor_eps / naive_eps}
+        log(f"      {naive_eps:,.0f} events/s -> processor is {processor_eps / naive_eps:.1f}x")
+
+    def bench_latency(self, seconds: int, rate: int) -> None:
+        log(f"latency: steady {rate} events/s for {seconds} s through producer and processor")
+        topic = self.topic("bench-latency")
+        db = self.db("bench_latency")
+        proc, _url = self.start_processor(topic, db, STATE / "bench-latency-processor.log")
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP": self.bootstrap,
+            "KAFKA_TOPIC": topic,
+            "PRODUCER_PROGRESS_S": "15",
+        }
+        done = subprocess.run(
+            [
+                PY,
+                "-m",
+                "producers",
+                "run",
+                "--duration",
+                str(seconds),
+                "--rate",
+                str(rate),
+                "--gpu-interval",
+                "5",
+            ],
+            env=env,
+            cwd=REPO,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise SystemExit("producer failed during the latency run")
+        time.sleep(3)  # let the last batch land before reading
+        proc.terminate()
+        proc.wait(30)
+        docs = self.mongo[db]["token_usage"].find({}, {"ts_us": 1, "stored_at": 1})
+        lat = sorted((d["stored_at"].timestamp() * 1e6 - d["ts_us"]) / 1000 for d in docs)
+        if not lat:
+            raise SystemExit("no documents stored in the latency run")
+        q = statistics.quantiles(lat, n=100)
+        self.results["latency"] = {
+            "events": len(lat),
+            "p50_ms": q[49],
+            "p99_ms": q[98],
+            "rate": rate,
+            "seconds": seconds,
+        }
+        log(f"      {len(lat):,} events: p50 {q[49]:.0f} ms, p99 {q[98]:.0f} ms (goal p99 <= 250)")
+
+    def bench_validation(self, n: int = 100_000) -> None:
+        log("validation: contract checks per second (decode + validate, hot path)")
+        raws = [orjson.dumps(e) for e in mixed_events(n, seed=3)]
+        started = time.perf_counter()
+        for raw in raws:
+            decode(raw)
+        decode_eps = n / (time.perf_counter() - started)
+        events = [orjson.loads(r) for r in raws]
+        started = time.perf_counter()
+        for event in events:
+            validate(event)
+        validate_eps = n / (time.perf_counter() - started)
+        started = time.perf_counter()
+        for raw in raws:
+            orjson.loads(raw)
+        parse_eps = n / (time.perf_counter() - started)
+        self.results["validation"] = {
+            "decode_eps": decode_eps,
+            "validate_eps": validate_eps,
+            "parse_only_eps": parse_eps,
+        }
+        log(
+            f"      decode+validate {decode_eps:,.0f}/s, validate {validate_eps:,.0f}/s, "
+            f"JSON parse alone {parse_eps:,.0f}/s"
+        )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _until(probe: Callable[[], bool], timeout_s: float, what: str, every: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if probe():
+            return
+        time.sleep(every)
+    raise SystemExit(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def record(results: dict[str, Any], args: argparse.Namespace) -> None:
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"\n## Run of {now}",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()};"
+        " Kafka 3.9.1 (KRaft, one node) and FerretDB 1.24.2 (SQLite) on loopback, "
+        f"all on the same machine. Command: `python scripts/bench.py {' '.join(args.argv)}`.",
+        "",
+        "| measure | ours | baseline | ratio | goal |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    if "validation" in results:
+        v = results["validation"]
+        lines.append(
+            f"| contract decode + validate | {v['decode_eps']:,.0f} ev/s | JSON parse "
+            f"alone {v['parse_only_eps']:,.0f} ev/s | "
+            f"{v['decode_eps'] / v['parse_only_eps']:.2f} | hot-path fast |"
+        )
+    if "producer" in results:
+        p = results["producer"]
+        lines.append(
+            f"| producer `run --rate 0` | {p['producer_eps']:,.0f} ev/s | bare "
+            f"confluent-kafka loop {p['bare_eps']:,.0f} ev/s | {p['ratio']:.2f} | "
+            ">= 0.8 |"
+        )
+    if "drain" in results:
+        d = results["drain"]
+        lines.append(
+            f"| processor drain of {d['events']:,} events | {d['processor_eps']:,.0f} "
+            f"ev/s | min(consume-only {d['consume_only_eps']:,.0f}, insert_many "
+            f"{d['insert_many_eps']:,.0f}) | {d['ratio_vs_min']:.2f} | >= 0.7 |"
+        )
+        lines.append(
+            f"| processor peak RSS while draining | {d['rss_peak_mib']:.0f} MiB | - | - | bounded |"
+        )
+    if "naive" in results:
+        nv = results["naive"]
+        lines.append(
+            f"| processor vs naive (insert_one + commit per message) | - | "
+            f"{nv['naive_eps']:,.0f} ev/s | {nv['ratio']:.1f}x | >= 10x |"
+        )
+    if "latency" in results:
+        la = results["latency"]
+        lines.append(
+            f"| end-to-end latency at {la['rate']} ev/s for {la['seconds']} s "
+            f"({la['events']:,} events) | p50 {la['p50_ms']:.0f} ms, p99 "
+            f"{la['p99_ms']:.0f} ms | - | - | p99 <= 250 ms |"
+        )
+    with RESULTS.open("a", encoding="utf-8") as out:
+        out.write("\n".join(lines) + "\n")
+    log(f"results appended to {RESULTS}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Benchmarks of the pipeline (make bench).")
+    parser.add_argument("--events", type=int, default=200_000, help="backlog size for the drain")
+    parser.add_argument("--producer-events", type=int, default=100_000)
+    parser.add_argument("--latency-seconds", type=int, default=60)
+    parser.add_argument("--latency-rate", type=int, default=1000)
+    parser.add_argument(
+        "--only", default="validation,producer,drain,latency", help="comma-separated subset"
+    )
+    args = parser.parse_args(argv)
+    args.argv = argv if argv is not None else sys.argv[1:]
+    wanted = set(args.only.split(","))
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
+    mongo_url = os.environ.get("MONGO_URL")
+    started_stack = False
+    if not (bootstrap and mongo_url):
+        STATE.mkdir(parents=True, exist_ok=True)
+        kafka_listen, mongo_listen = "127.0.0.1:19092", "127.0.0.1:37017"
+        log(f"starting a private local stack ({kafka_listen}, {mongo_listen})")
+        subprocess.run(
+            [
+                PY,
+                str(REPO / "scripts" / "stack.py"),
+                "--state-dir",
+                str(STATE),
+                "--kafka-listen",
+                kafka_listen,
+                "--mongo-listen",
+                mongo_listen,
+                "up",
+            ],
+            check=True,
+        )
+        bootstrap, mongo_url = kafka_listen, f"mongodb://{mongo_listen}/"
+        started_stack = True
+    bench = Bench(bootstrap, mongo_url)
+    try:
+        if "validation" in wanted:
+            bench.bench_validation()
+        if "producer" in wanted:
+            bench.bench_producer(args.producer_events)
+        if "drain" in wanted:
+            bench.bench_drain(args.events)
+        if "latency" in wanted:
+            bench.bench_latency(args.latency_seconds, args.latency_rate)
+        record(bench.results, args)
+    finally:
+        bench.cleanup()
+        if started_stack:
+            subprocess.run(
+                [PY, str(REPO / "scripts" / "stack.py"), "--state-dir", str(STATE), "down"],
+                check=False,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""`make demo`: the whole pipeline on this machine, and what it measured.
+
+Starts the local stack (real Kafka + FerretDB), the processor, and a producer sending a burst
+of synthetic traffic; then prints /health, /gpu/info, the documents stored and a cost table by
+model. The stack and the processor keep running for you to query; `make down` stops them.
+`--stop` tears everything down at the end instead (what the e2e test does). Ctrl-C at any point
+stops what this run started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+# First start of the JVM and FerretDB on a cold machine takes a while; after that, seconds.
+HEALTH_TIMEOUT_S = 90.0
+STORE_TIMEOUT_S = 90.0
+
+
+def say(text: str) -> None:
+    print(f"\n\033[1m==> {text}\033[0m", flush=True)
+
+
+def stack(state_dir: Path, *args: str) -> None:
+    subprocess.run(
+        [PY, str(REPO / "scripts" / "stack.py"), "--state-dir", str(state_dir), *args],
+        check=True,
+        cwd=REPO,
+    )
+
+
+def pid_file(state_dir: Path) -> Path:
+    return state_dir / "processor.pid"
+
+
+def start_processor(state_dir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    log = (state_dir / "processor.log").open("ab")
+    proc = subprocess.Popen(
+        [PY, "-m", "processor"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    pid_file(state_dir).write_text(f"{proc.pid}\n")
+    return proc
+
+
+def stop_processor(state_dir: Path) -> None:
+    """SIGTERM the processor this demo started (by its PID file), wait for a clean exit."""
+    path = pid_file(state_dir)
+    if not path.exists():
+        return
+    pid = int(path.read_text().strip())
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        cmdline = b""
+    if b"processor" in cmdline:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+        print(f"processor pid={pid} stopped")
+    path.unlink(missing_ok=True)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
+    deadline = time.monotonic() + HEALTH_TIMEOUT_S
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"processor exited ({proc.returncode}); see {log}")
+        try:
+            response = httpx.get(f"{url}/health", timeout=5)
+            body: dict[str, Any] = response.json()
+            if response.status_code == 200 and body["consumer"]["assigned_partitions"]:
+                return body
+            last = f"{response.status_code} failing={body.get('failing')}"
+        except httpx.HTTPError as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise SystemExit(f"processor not healthy after {HEALTH_TIMEOUT_S:.0f}s: {last}; see {log}")
+
+
+def num(value: float | None, spec: str) -> str:
+    """A metric the device could not report is null: show '-', never crash on it."""
+    return "-" if value is None else format(value, spec)
+
+
+def show_gpu_info(info: dict[str, Any]) -> None:
+    local = info["local"]
+    print(f"this host ({info['host']}): source={local['source']}")
+    for source, reason in local["skipped"].items():
+        print(f"  skipped {source}: {reason}")
+    print(f"  {'gpu':<3} {'name':<28} {'util %':>7} {'mem MiB':>15} {'power W':>8} {'$/h':>6}")
+    for g in local["gpus"]:
+        mem = f"{num(g['memory_used_mib'], '.0f')}/{num(g['memory_total_mib'], '.0f')}"
+        print(
+            f"  {g['gpu_index']:<3} {g['gpu_name']:<28} {num(g['utilization_gpu_pct'], '>7.1f')} "
+            f"{mem:>15} {num(g['power_draw_w'], '>8.1f')} "
+            f"{num(g.get('price_per_hour_usd'), '>6.2f')}"
+        )
+    print(f"seen on the stream: {len(info['stream'])} GPU(s)")
+    for r in info["stream"]:
+        print(
+            f"  {r['gpu_key']:<60} {r['gpu_name']:<28} ${r['price_per_hour_usd']}/h "
+            f"({r['price_source']}) at {r['ts']}"
+        )
+
+
+def show_costs(report: dict[str, Any]) -> None:
+    header = (
+        f"{'model':<28} {'requests':>9} {'tokens':>11} {'cost $':>10} {'$/1k tok':>9} "
+        f"{'tps-model $':>11} {'p95 ms':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in report["rows"]:
+        per_1k = "-" if r["cost_per_1k_tokens"] is None else f"{r['cost_per_1k_tokens']:.5f}"
+        p95 = "-" if r["p95_latency_ms"] is None else f"{r['p95_latency_ms']:.0f}"
+        cost = r["cost_usd"] if r["group"] != "(idle)" else r["idle_cost_usd"]
+        print(
+            f"{r['group']:<28} {r['requests']:>9} {r['tokens']:>11} {cost:>10.5f} "
+            f"{per_1k:>9} {r['throughput_cost_usd']:>11.5f} {p95:>8}"
+        )
+    t = report["totals"]
+    per_1k = "-" if t["cost_per_1k_tokens"] is None else f"{t['cost_per_1k_tokens']:.5f}"
+    print("-" * len(header))
+    print(
+        f"{'total':<28} {t['requests']:>9} {t['tokens']:>11} {t['cost_usd']:>10.5f} "
+        f"{per_1k:>9} {t['throughput_cost_usd']:>11.5f}"
+    )
+    print(
+        "cost $ = GPU price x reporting time, split by token share (idle minutes apart); "
+        "tps-model $ = sum of per-event cost_per_token x tokens."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--state-dir", type=Path, default=REPO / ".state")
+    parser.add_argument(
+        "--kafka-listen", default=os.environ.get("STACK_KAFKA_LISTEN", "127.0.0.1:9092")
+    )
+    parser.add_argument(
+        "--mongo-listen", default=os.environ.get("STACK_MONGO_LISTEN", "127.0.0.1:27017")
+    )
+    parser.add_argument("--http-port", type=int, default=8080)
+    parser.add_argument("--events", type=int, default=3000, help="token events to send")
+    parser.add_argument("--rate", type=float, default=200.0, help="events per second")
+    parser.add_argument("--stop", action="store_true", help="tear everything down at the end")
+    parser.add_argument("--down", action="store_true", help="only stop an earlier demo")
+    args = parser.parse_args(argv)
+    state_dir: Path = args.state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if args.down:
+        stop_processor(state_dir)
+        stack(state_dir, "down")
+        return 0
+    url = f"http://127.0.0.1:{args.http_port}"
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP": args.kafka_listen,
+        "MONGO_URL": f"mongodb://{args.mongo_listen}/",
+        "MONGO_DB": "gpu_cost",
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_PORT": str(args.http_port),
+        "PYTHONUNBUFFERED": "1",
+    }
+    started_here = False
+    try:
+        say("local stack: Apache Kafka (KRaft) + FerretDB, as processes")
+        stack(
+            state_dir,
+            "--kafka-listen",
+            args.kafka_listen,
+            "--mongo-listen",
+            args.mongo_listen,
+            "up",
+        )
+        say(f"processor on {url} (log: {state_dir / 'processor.log'})")
+        stop_processor(state_dir)  # a processor left by an earlier demo
+        proc = start_processor(state_dir, env)
+        started_here = True
+        wait_healthy(url, proc, state_dir / "processor.log")
+        before = httpx.get(f"{url}/api/v1/stats", timeout=10).json()
+        print(f"healthy; already stored: {before}")
+
+        say(f"producer: {args.events} token events at {args.rate:.0f}/s plus GPU readings")
+        produced = subprocess.run(
+            [
+                PY,
+                "-m",
+                "producers",
+                "run",
+                "--count",
+                str(args.events),
+                "--rate",
+                str(args.rate),
+                "--gpu-interval",
+                "2",
+            ],
+            cwd=REPO,
+            env=env,
+            check=False,
+        )
+        if produced.returncode != 0:
+            raise SystemExit(f"producer failed with exit code {produced.returncode}")
+
+        say("waiting for the processor to store every event")
+        target = before["token_usage"] + args.events
+        deadline = time.monotonic() + STORE_TIMEOUT_S
+        counts = before
+        while time.monotonic() < deadline:
+            counts = httpx.get(f"{url}/api/v1/stats", timeout=10).json()
+            if counts["token_usage"] >= target:
+                break
+            time.sleep(0.5)
+        else:
+            raise SystemExit(f"only {counts['token_usage']} of {target} token events stored")
+
+        say("GET /health")
+        print(json.dumps(httpx.get(f"{url}/health", timeout=10).json(), indent=1))
+        say("GET /gpu/info")
+        show_gpu_info(httpx.get(f"{url}/gpu/info", timeout=10).json())
+        say("documents stored (GET /api/v1/stats)")
+        for name, n in counts.items():
+            print(f"  {name:<12} {n:>9}")
+        say("cost by model, last hour (GET /api/v1/costs?group_by=model&granularity=day)")
+        start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+        report = httpx.get(
+            f"{url}/api/v1/costs",
+            timeout=30,
+            params={"group_by": "model", "granularity": "day", "start": start},
+        )
+        report.raise_for_status()
+        show_costs(report.json())
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping what this demo started")
+        args.stop = True
+    finally:
+        if args.stop:
+            stop_processor(state_dir)
+            stack(state_dir, "down")
+        elif started_here:
+            say(f"still running: try  curl '{url}/api/v1/costs?group_by=gpu'   |  docs: {url}/docs")
+            print("stop it all with:  make down")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""The HTTP API served by the real app (lifespan, consume loop) on the real Kafka + FerretDB."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from pymongo.database import Database
+
+from processor.app import create_app
+from processor.settings import ProcessorSettings
+from tests.support.events import gpu_event, token_event, ts
+from tests.support.kafka_io import produce_events
+from tests.support.processes import wait_for
+
+pytestmark = pytest.mark.integration
+
+GPU = "GPU-dddddddd-0000-0000-0000-000000000004"
+RANGE = {"start": ts(0), "end": ts(7200)}
+
+
+@pytest.fixture
+def client(
+    kafka_bootstrap: str, mongo_url: str, topic: str, dlq_topic: str, group_id: str,
+    mongo_db: Database[dict[str, Any]],
+) -> Iterator[TestClient]:  # fmt: skip
+    settings = ProcessorSettings(
+        kafka_bootstrap=kafka_bootstrap, kafka_topic=topic, kafka_dlq_topic=dlq_topic,
+        kafka_group_id=group_id, mongo_url=mongo_url, mongo_db=mongo_db.name,
+    )  # fmt: skip
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def loaded(
+    client: TestClient, kafka_bootstrap: str, topic: str, mongo_db: Database[dict[str, Any]]
+) -> TestClient:
+    """One GPU at 3.60 $/h: minute 0 serves two models, minute 1 only reports (idle)."""
+    events = [
+        gpu_event("api-host", GPU, 0, price_per_hour_usd=3.60),
+        gpu_event("api-host", GPU, 30, price_per_hour_usd=3.60),
+        token_event("api-host", GPU, 10, 2000, 1000, model="m1", latency_ms=100),
+        token_event("api-host", GPU, 20, 500, 500, model="m2", latency_ms=1000),
+        gpu_event("api-host", GPU, 61, price_per_hour_usd=3.60),
+    ]
+    produce_events(kafka_bootstrap, topic, events)
+    wait_for(
+        "5 documents",
+        lambda: sum(mongo_db[c].count_documents({}) for c in ("gpu_metrics", "token_usage")) == 5,
+    )
+    return client
+
+
+def test_health_is_ok_with_every_check_named(client: TestClient) -> None:
+    body = wait_for(
+        "health ok with 12 partitions",
+        lambda: (
+            (r := client.get("/health")).status_code == 200
+            and len(r.json()["consumer"]["assigned_partitions"]) == 12
+            and r.json()
+        ),
+        timeout_s=60,
+    )
+    assert body["status"] == "ok"
+    assert body["failing"] == []
+    assert body["kafka"]["ok"]
+    assert "12 partitions" in body["kafka"]["detail"]
+    assert body["mongodb"]["ok"]
+    assert body["consumer"]["ok"]
+    assert body["consumer"]["assigned_partitions"] == list(range(12))
+
+
+def test_gpu_info_names_the_local_source_and_the_stream(loaded: TestClient) -> None:
+    body = loaded.get("/gpu/info").json()
+    # No GPU on this machine: NVML and nvidia-smi are skipped with a reason, the seed answers.
+    assert body["local"]["source"] == "seed"
+    assert set(body["local"]["skipped"]) == {"nvml", "nvidia-smi"}
+    assert all(g["source"] == "seed" for g in body["local"]["gpus"])
+    assert len(body["local"]["gpus"]) >= 2
+    latest = [r for r in body["stream"] if r["gpu_uuid"] == GPU]
+    assert len(latest) == 1
+    assert latest[0]["ts"].startswith("2026-11-23T10:01:01")  # the newest of three readings
+
+
+def test_costs_by_model_split_allocation_by_token_share(loaded: TestClient) -> None:
+    response = loaded.get("/api/v1/costs", params={**RANGE, "group_by": "model"})
+    assert response.status_code == 200, response.text
+    rows = {r["group"]: r for r in response.json()["rows"]}
+    # Minute 0 costs 3.60 / 60 = 0.06 $; m1 served 3,000 of its 4,000 tokens.
+    assert rows["m1"]["tokens"] == 3000
+    assert rows["m1"]["cost_usd"] == pytest.approx(0.045)
+    assert rows["m1"]["cost_per_1k_tokens"] == pytest.approx(0.015)
+    assert rows["m2"]["cost_usd"] == pytest.approx(0.015)
+    assert rows["m1"]["p95_latency_ms"] == pytest.approx(100, rel=0.05)
+    assert rows["m2"]["p95_latency_ms"] == pytest.approx(1000, rel=0.05)
+    # Minute 1 reported but served nothing: idle.
+    assert rows["(idle)"]["idle_cost_usd"] == pytest.approx(0.06)
+    totals = response.json()["totals"]
+    assert totals["tokens"] == 4000
+    assert totals["idle_cost_usd"] == pytest.approx(0.06)
+
+
+def test_costs_by_gpu_and_host(loaded: TestClient) -> None:
+    by_gpu = loaded.get("/api/v1/costs", params={**RANGE, "group_by": "gpu", "granularity": "day"})
+    (row,) = by_gpu.json()["rows"]
+    assert row["group"] == f"api-host/{GPU}"
+    assert row["tokens"] == 4000
+    # Per GPU the whole allocation counts, idle included: 0.06 busy + 0.06 idle.
+    assert row["cost_usd"] == pytest.approx(0.12)
+    assert row["idle_cost_usd"] == pytest.approx(0.06)
+    assert row["cost_per_1k_tokens"] == pytest.approx(0.03)
+    by_host = loaded.get("/api/v1/costs", params={**RANGE, "group_by": "host", "host": "api-host"})
+    assert [r["group"] for r in by_host.json()["rows"]] == ["api-host"]
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ({"group_by": "colour"}, "group_by"),
+        ({"granularity": "week"}, "granularity"),
+        ({"start": "yesterday"}, "start"),
+        ({"start": ts(60), "end": ts(0)}, "must be before end"),
+        ({"start": ts(0), "end": ts(8 * 86400), "granularity": "minute"}, "range too long"),
+        ({"host": ""}, "host"),
+    ],
+)
+def test_bad_query_parameters_get_422_with_the_reason(
+    client: TestClient, params: dict[str, str], reason: str
+) -> None:
+    response = client.get("/api/v1/costs", params=params)
+    assert response.status_code == 422
+    assert reason in response.text
+
+
+def test_one_gpus_readings_over_a_range(loaded: TestClient) -> None:
+    gpus = loaded.get("/api/v1/gpus").json()
+    assert any(g["gpu_uuid"] == GPU for g in gpus)
+    response = loaded.get(
+        f"/api/v1/gpus/api-host/{GPU}/metrics", params={"start": ts(0), "end": ts(60)}
+    )
+    assert response.status_code == 200
+    readings = response.json()["readings"]
+    assert [r["ts"][:19] for r in readings] == ["2026-11-23T10:00:00", "2026-11-23T10:00:30"]
+    assert loaded.get("/api/v1/gpus/api-host/GPU-nope/metrics").status_code == 404
+    assert (
+        loaded.get(f"/api/v1/gpus/api-host/{GPU}/metrics", params={"limit": 0}).status_code == 422
+    )
+
+
+def test_stats_and_metrics(loaded: TestClient) -> None:
+    assert loaded.get("/api/v1/stats").json() == {"gpu_metrics": 3, "token_usage": 2}
+    text = loaded.get("/metrics").text
+    for name in (
+        "pipeline_events_consumed_total",
+        "pipeline_events_written_total",
+        "pipeline_batch_size_bucket",
+        "pipeline_write_latency_seconds_bucket",
+        "pipeline_end_to_end_latency_seconds_bucket",
+        "pipeline_consumer_lag",
+        "starlette_requests_total",
+    ):
+        assert name in text, name
+    assert loaded.get("/docs").status_code == 200
+    assert "/api/v1/costs" in loaded.get("/openapi.json").json()["paths"]

@@ -1,0 +1,161 @@
+"""Same log, same stored numbers: 1 replica vs 3 replicas vs a replica killed and restarted.
+
+Replicas are real processes (`python -m processor`); the kill is SIGKILL, so whatever was
+written but not committed is processed again and the cost windows of the partitions are
+rebuilt from MongoDB.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+from pymongo import MongoClient
+
+from tests.support.events import gpu_event, token_event
+from tests.support.kafka_io import produce_events
+from tests.support.processes import ProcessorProcess, wait_for
+
+pytestmark = pytest.mark.integration
+
+COST_FIELDS = ("tokens", "tps", "price_per_hour_usd", "price_source", "cost_per_token", "cost_usd",
+               "kafka_partition", "kafka_offset", "minute")  # fmt: skip
+
+
+def build_log(seed: int = 7, n_tokens: int = 4000) -> tuple[list[dict[str, Any]], int]:
+    """Token events on 8 GPUs with jittered (out-of-order) ts, price changes and duplicates."""
+    rng = random.Random(seed)
+    gpus = [(f"host-{h}", f"GPU-{uuid.UUID(int=rng.getrandbits(128))}") for h in range(2)
+            for _ in range(4)]  # fmt: skip
+    events: list[dict[str, Any]] = []
+    for i, (host, gpu) in enumerate(gpus):
+        price = 3.6 if i % 2 else None  # half priced by the event, half by the default
+        events.append(gpu_event(host, gpu, 0, price_per_hour_usd=price, gpu_index=i % 4))
+    unique = 0
+    for n in range(n_tokens):
+        host, gpu = gpus[rng.randrange(len(gpus))]
+        at = n * 0.05 + rng.uniform(-3.0, 3.0)  # ~200 s of traffic, out of order by up to 6 s
+        event = token_event(host, gpu, at, rng.randint(0, 2000), rng.randint(0, 800),
+                            latency_ms=rng.uniform(50, 4000))  # fmt: skip
+        events.append(event)
+        unique += 1
+        if n % 500 == 250:  # a price change mid-stream
+            events.append(gpu_event(host, gpu, at, price_per_hour_usd=rng.choice([2.0, 4.5])))
+        if n % 97 == 0:  # a producer duplicate
+            events.append(dict(event))
+    return events, unique
+
+
+@pytest.fixture(scope="module")
+def dataset(kafka_bootstrap: str) -> Iterator[tuple[str, int]]:
+    name = f"determinism-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(name, 12, 1)])[name].result(30)
+    events, unique = build_log()
+    produce_events(kafka_bootstrap, name, events)
+    yield name, unique
+    admin.delete_topics([name])[name].result(30)
+
+
+@pytest.fixture
+def mongo(mongo_url: str) -> Iterator[MongoClient[dict[str, Any]]]:
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def dbs(mongo: MongoClient[dict[str, Any]]) -> Iterator[dict[str, str]]:
+    """A fresh database name per run, dropped afterwards."""
+    names = {k: f"det_{k}_{uuid.uuid4().hex[:6]}" for k in ("one", "three", "killed")}
+    yield names
+    for name in names.values():
+        mongo.drop_database(name)
+
+
+def run_env(kafka_bootstrap: str, mongo_url: str, topic: str, db: str) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "KAFKA_TOPIC": topic,
+        "KAFKA_DLQ_TOPIC": "tokens.dlq",
+        "KAFKA_GROUP_ID": f"g-{db}",
+        "MONGO_URL": mongo_url,
+        "MONGO_DB": db,
+        # Small batches: the drain takes long enough for rebalances and a kill to land mid-stream.
+        "CONSUME_BATCH_SIZE": "25",
+        "LOG_LEVEL": "INFO",
+    }
+
+
+def stored(client: MongoClient[dict[str, Any]], db: str) -> dict[str, tuple[Any, ...]]:
+    return {
+        d["_id"]: tuple(d[f] for f in COST_FIELDS)
+        for d in client[db]["token_usage"].find({}, {f: 1 for f in COST_FIELDS})
+    }
+
+
+def rebuilt_token_events(log: Path) -> int:
+    text = log.read_text(errors="replace")
+    return sum(int(n) for n in re.findall(r"rebuilt cost state .* token_events=(\d+)", text))
+
+
+def test_one_replica_three_replicas_and_a_kill_store_identical_costs(
+    kafka_bootstrap: str,
+    mongo_url: str,
+    dataset: tuple[str, int],
+    mongo: MongoClient[dict[str, Any]],
+    dbs: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    topic, unique = dataset
+
+    def count(db: str) -> int:
+        return mongo[db]["token_usage"].count_documents({})
+
+    # 1 replica, uninterrupted: the reference.
+    one = ProcessorProcess(run_env(kafka_bootstrap, mongo_url, topic, dbs["one"]),
+                           tmp_path / "one.log").start()  # fmt: skip
+    wait_for("single replica to store everything", lambda: count(dbs["one"]) == unique, 180)
+    one.stop()
+
+    # 3 replicas: the 2nd and 3rd join mid-stream, so partitions move and windows are rebuilt.
+    env = run_env(kafka_bootstrap, mongo_url, topic, dbs["three"])
+    logs = [tmp_path / f"three-{i}.log" for i in range(3)]
+    first = ProcessorProcess(env, logs[0]).start()
+    wait_for("the first replica to start storing", lambda: count(dbs["three"]) > 0, 60, 0.05)
+    others = [ProcessorProcess(env, log).start() for log in logs[1:]]
+    at_join = count(dbs["three"])
+    wait_for("three replicas to store everything", lambda: count(dbs["three"]) == unique, 180)
+    for replica in (first, *others):
+        replica.stop()
+    assert at_join < unique, "the drain ended before the other replicas joined"
+    assert sum(rebuilt_token_events(log) for log in logs) > 0, "no window was rebuilt"
+
+    # 1 replica killed with SIGKILL mid-stream, then restarted.
+    env = run_env(kafka_bootstrap, mongo_url, topic, dbs["killed"])
+    victim = ProcessorProcess(env, tmp_path / "killed-1.log").start()
+    wait_for("a third of the log stored", lambda: count(dbs["killed"]) >= unique // 3, 120, 0.02)
+    victim.kill()
+    at_kill = count(dbs["killed"])
+    assert at_kill < unique, "the replica finished before it could be killed"
+    restarted = ProcessorProcess(env, tmp_path / "killed-2.log").start()
+    wait_for("the restarted replica to finish", lambda: count(dbs["killed"]) == unique, 180)
+    restarted.stop()
+    assert rebuilt_token_events(tmp_path / "killed-2.log") > 0, "restart did not rebuild"
+
+    reference = stored(mongo, dbs["one"])
+    assert len(reference) == unique
+    for name in ("three", "killed"):
+        other = stored(mongo, dbs[name])
+        differing = [k for k in reference if reference[k] != other.get(k)]
+        assert not differing, (
+            f"{name}: {len(differing)} documents differ, e.g. "
+            f"{reference[differing[0]]} != {other.get(differing[0])}"
+        )

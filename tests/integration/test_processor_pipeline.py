@@ -1,0 +1,173 @@
+"""The processor against the real broker and FerretDB: costs, duplicates, dead letters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from prometheus_client import REGISTRY
+from pymongo.database import Database
+
+from processor.consumer import PipelineLoop
+from processor.settings import ProcessorSettings
+from processor.store import MongoStore
+from tests.support.events import gpu_event, token_event
+from tests.support.kafka_io import headers_of, produce_events, produce_raw, read_topic
+from tests.support.processes import wait_for
+
+pytestmark = pytest.mark.integration
+
+A100 = "GPU-aaaaaaaa-0000-0000-0000-000000000001"
+NOPRICE = "GPU-bbbbbbbb-0000-0000-0000-000000000002"
+RTX = "GPU-cccccccc-0000-0000-0000-000000000003"
+
+
+@pytest.fixture
+def settings(
+    kafka_bootstrap: str, mongo_url: str, topic: str, dlq_topic: str, group_id: str,
+    mongo_db: Database[dict[str, Any]],
+) -> ProcessorSettings:  # fmt: skip
+    return ProcessorSettings(
+        kafka_bootstrap=kafka_bootstrap,
+        kafka_topic=topic,
+        kafka_dlq_topic=dlq_topic,
+        kafka_group_id=group_id,
+        mongo_url=mongo_url,
+        mongo_db=mongo_db.name,
+        gpu_prices=json.dumps({"NVIDIA GeForce RTX 3090": 1.20}),
+        consume_batch_size=100,
+    )
+
+
+@pytest.fixture
+def loop(settings: ProcessorSettings) -> Iterator[PipelineLoop]:
+    store = MongoStore(settings.mongo_url.get_secret_value(), settings.mongo_db)
+    pipeline = PipelineLoop(settings, store)
+    pipeline.start()
+    yield pipeline
+    pipeline.stop()
+    store.close()
+
+
+def count(db: Database[dict[str, Any]], collection: str) -> int:
+    return db[collection].count_documents({})
+
+
+def test_known_dataset_is_stored_with_hand_computed_costs(
+    kafka_bootstrap: str, topic: str, mongo_db: Database[dict[str, Any]], loop: PipelineLoop
+) -> None:
+    events = [
+        gpu_event("h1", A100, 0, price_per_hour_usd=3.60),  # 0.001 $/s
+        token_event("h1", A100, 1, 5000, 750, event_id="00000000-0000-4000-8000-000000000001"),
+        # DESIGN.md's worked example: 6,000 tokens in the 60 s up to e -> tps 100.
+        token_event("h1", A100, 30, 200, 50, event_id="00000000-0000-4000-8000-000000000002"),
+        # 61 s after e1 and 61 after e2's window start: only itself is in its window.
+        token_event("h1", A100, 91, 60, 40, event_id="00000000-0000-4000-8000-000000000003"),
+        # No gpu.metrics event at all: the default price 0.85 $/h.
+        token_event("h1", NOPRICE, 5, 500, 100, event_id="00000000-0000-4000-8000-000000000004",
+                    gpu_index=1),
+        # A reading without a price: the price map by gpu_name (1.20 $/h).
+        gpu_event("h1", RTX, 0, gpu_name="NVIDIA GeForce RTX 3090", gpu_index=2),
+        token_event("h1", RTX, 10, 1000, 200, event_id="00000000-0000-4000-8000-000000000005",
+                    gpu_index=2),
+    ]  # fmt: skip
+    produce_events(kafka_bootstrap, topic, events)
+    wait_for("5 token docs", lambda: count(mongo_db, "token_usage") == 5, timeout_s=60)
+    wait_for("2 gpu docs", lambda: count(mongo_db, "gpu_metrics") == 2, timeout_s=30)
+    docs = {d["_id"][-1]: d for d in mongo_db["token_usage"].find()}
+
+    expected = {
+        # id: (tokens, tps, price, price_source, cost_per_token, cost_usd)
+        "1": (5750, 5750 / 60, 3.60, "event", 0.001 / (5750 / 60), 0.06),
+        "2": (250, 100.0, 3.60, "event", 1e-5, 0.0025),
+        "3": (100, 100 / 60, 3.60, "event", 0.001 / (100 / 60), 0.06),
+        "4": (600, 10.0, 0.85, "default", 0.85 / 3600 / 10, 0.85 / 3600 / 10 * 600),
+        "5": (1200, 20.0, 1.20, "price_map", 1.20 / 3600 / 20, 1.20 / 3600 / 20 * 1200),
+    }
+    for key, (tokens, tps, price, source, cpt, cost) in expected.items():
+        doc = docs[key]
+        assert doc["tokens"] == tokens
+        assert doc["tps"] == pytest.approx(tps, rel=1e-12)
+        assert doc["price_per_hour_usd"] == price
+        assert doc["price_source"] == source
+        assert doc["cost_per_token"] == pytest.approx(cpt, rel=1e-12)
+        assert doc["cost_usd"] == pytest.approx(cost, rel=1e-12)
+        assert doc["minute"] == doc["ts_us"] // 60_000_000
+    assert docs["2"]["cost_per_token"] == pytest.approx(1e-5, rel=1e-12)
+    readings = {d["gpu_uuid"]: d for d in mongo_db["gpu_metrics"].find()}
+    assert readings[A100]["price_per_hour_usd"] == 3.60
+    assert readings[RTX]["price_source"] == "price_map"
+
+
+def _sample(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_the_same_event_sent_twice_is_stored_once(
+    kafka_bootstrap: str, topic: str, mongo_db: Database[dict[str, Any]], loop: PipelineLoop
+) -> None:
+    first = token_event("h2", A100, 0, 10, 10)
+    dup_before = _sample("pipeline_events_duplicate_total", {"collection": "token_usage"})
+    # Twice in one batch, then once more in a later batch.
+    produce_events(kafka_bootstrap, topic, [first, first, token_event("h2", A100, 1, 1, 1)])
+    wait_for("2 token docs", lambda: count(mongo_db, "token_usage") == 2)
+    produce_events(kafka_bootstrap, topic, [first, token_event("h2", A100, 2, 1, 1)])
+    wait_for("3 token docs", lambda: count(mongo_db, "token_usage") == 3)
+    wait_for(
+        "both duplicates counted",
+        lambda: (
+            _sample("pipeline_events_duplicate_total", {"collection": "token_usage"})
+            >= dup_before + 2
+        ),
+    )
+    assert mongo_db["token_usage"].count_documents({"_id": first["event_id"]}) == 1
+    stored = mongo_db["token_usage"].find_one({"_id": first["event_id"]})
+    assert stored is not None
+    assert stored["tps"] == pytest.approx(20 / 60)  # the first copy's window, not the replay's
+
+
+def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_is_stored(
+    kafka_bootstrap: str,
+    topic: str,
+    dlq_topic: str,
+    settings: ProcessorSettings,
+    mongo_db: Database[dict[str, Any]],
+    loop: PipelineLoop,
+) -> None:
+    key = f"h3/{A100}"
+    good = [token_event("h3", A100, i, 5, 5) for i in range(4)]
+    bad_schema = token_event("h3", A100, 9, -5, 5)
+    unknown = {**token_event("h3", A100, 9, 5, 5), "schema": "token.usage.v9"}
+    oversize = token_event("h3", A100, 9, 5, 5, model="m" * (settings.max_message_bytes + 10))
+    records: list[tuple[str | None, bytes | None]] = [
+        (key, orjson.dumps(good[0])),
+        (key, b'{"schema": "token.usage.v1", "event_id": '),  # malformed JSON
+        (key, orjson.dumps(good[1])),
+        (key, orjson.dumps(bad_schema)),
+        (key, orjson.dumps(unknown)),
+        (key, orjson.dumps(good[2])),
+        (key, orjson.dumps(oversize)),
+        (key, None),  # a tombstone: null value
+        (key, orjson.dumps(good[3])),
+    ]
+    produce_raw(kafka_bootstrap, topic, records)
+    wait_for("4 good docs", lambda: count(mongo_db, "token_usage") == 4)
+    letters = read_topic(kafka_bootstrap, dlq_topic, expected=5, timeout_s=30)
+    assert len(letters) == 5
+    reasons = sorted(headers_of(m)["dlq.reason"] for m in letters)
+    assert any("malformed JSON" in r for r in reasons), reasons
+    assert any("input_tokens" in r and "minimum" in r for r in reasons), reasons
+    assert any("unknown schema 'token.usage.v9'" in r for r in reasons), reasons
+    assert any("exceeds" in r for r in reasons), reasons
+    assert any("null value" in r for r in reasons), reasons
+    for letter in letters:
+        h = headers_of(letter)
+        assert h["dlq.source.topic"] == topic
+        assert int(h["dlq.source.offset"]) in {1, 3, 4, 6, 7}
+        assert h["dlq.source.partition"].isdigit()
+    by_offset = {int(headers_of(m)["dlq.source.offset"]): m for m in letters}
+    assert by_offset[3].value() == orjson.dumps(bad_schema)  # the original bytes, untouched
+    assert {d["_id"] for d in mongo_db["token_usage"].find()} == {e["event_id"] for e in good}

@@ -1,0 +1,70 @@
+"""Stored document shapes: time buckets, derived fields, what is copied and what is not."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from processor.cost import TokenCost
+from processor.documents import (
+    from_ts_us,
+    gpu_metrics_doc,
+    time_buckets,
+    to_ts_us,
+    token_usage_doc,
+)
+from tests.support.events import gpu_event, token_event
+
+
+def test_ts_us_is_exact_and_zone_aware() -> None:
+    assert to_ts_us("1970-01-01T00:00:00Z") == 0
+    assert to_ts_us("1970-01-01T01:00:00.000001+01:00") == 1
+    assert to_ts_us("2026-11-23T10:00:00.123456Z") % 1_000_000 == 123456
+    assert from_ts_us(to_ts_us("2026-11-23T10:00:00.5Z")) == datetime(
+        2026, 11, 23, 10, 0, 0, 500000, tzinfo=UTC
+    )
+
+
+def test_time_buckets_are_epoch_minute_hour_day() -> None:
+    ts_us = to_ts_us("2026-11-23T10:59:59.999999Z")
+    buckets = time_buckets(ts_us)
+    assert buckets["minute"] == ts_us // 60_000_000
+    assert buckets["hour"] == buckets["minute"] // 60
+    assert buckets["day"] == buckets["minute"] // 1440
+    assert time_buckets(to_ts_us("2026-11-23T11:00:00Z"))["minute"] == buckets["minute"] + 1
+
+
+def test_token_doc_carries_cost_and_provenance() -> None:
+    event = token_event("h", "GPU-1", 0, 200, 50, model="通义千问-72B", latency_ms=812.0)
+    event["request_id"] = "r-1"
+    cost = TokenCost(250, 100.0, 3.6, "event", 1e-5, 0.0025)
+    doc = token_usage_doc(event, ts_us=to_ts_us(event["ts"]), cost=cost, partition=7, offset=42)
+    assert doc["_id"] == event["event_id"]
+    assert "event_id" not in doc
+    assert doc["gpu_key"] == "h/GPU-1"
+    assert (doc["kafka_partition"], doc["kafka_offset"]) == (7, 42)
+    assert doc["model"] == "通义千问-72B"
+    assert doc["request_id"] == "r-1"
+    assert doc["tokens"] == 250
+    assert doc["cost_per_token"] == 1e-5
+    assert doc["cost_usd"] == 0.0025
+    assert doc["latency_bucket_ms"] == pytest.approx(812.0, rel=0.05)
+    assert doc["latency_bucket_ms"] >= 812.0
+    assert "ttft_ms" not in doc  # optional fields absent from the event stay absent
+
+
+def test_gpu_doc_keeps_the_events_own_price_apart_from_the_resolved_one() -> None:
+    event = gpu_event("h", "GPU-1", 0)
+    doc = gpu_metrics_doc(
+        event, ts_us=to_ts_us(event["ts"]), price=(1.2, "price_map"), partition=0, offset=0
+    )
+    assert doc["event_price_per_hour_usd"] is None
+    assert (doc["price_per_hour_usd"], doc["price_source"]) == (1.2, "price_map")
+    assert doc["unsupported_fields"] == ["temperature_gpu_c", "clock_sm_mhz"]
+    assert doc["temperature_gpu_c"] is None
+    priced = gpu_event("h", "GPU-1", 0, price_per_hour_usd=3.6)
+    doc = gpu_metrics_doc(
+        priced, ts_us=to_ts_us(priced["ts"]), price=(3.6, "event"), partition=0, offset=1
+    )
+    assert doc["event_price_per_hour_usd"] == 3.6
