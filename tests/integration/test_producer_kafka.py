@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 import pytest
@@ -160,13 +160,21 @@ class ProducerProcess:
             text=True,
         )
         self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self._stdout: list[str] = []
+        # One reader thread per pipe, and never communicate(): it would read stderr too and
+        # steal lines from self.lines.
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stderr, self.lines), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stdout, self._stdout), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
 
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
+    @staticmethod
+    def _read(pipe: IO[str] | None, into: list[str]) -> None:
+        assert pipe is not None
+        for line in pipe:
+            into.append(line)
 
     def wait_for_line(self, fragment: str, timeout_s: float = 60.0, after: int = 0) -> int:
         """Index of the first stderr line (from ``after``) containing ``fragment``."""
@@ -183,9 +191,11 @@ class ProducerProcess:
         """SIGTERM; (exit code, stdout, seconds it took to exit)."""
         started = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
-        stdout, _ = self.proc.communicate(timeout=timeout_s)
-        self._reader.join(5)
-        return self.proc.returncode, stdout, time.monotonic() - started
+        self.proc.wait(timeout=timeout_s)
+        took = time.monotonic() - started
+        for reader in self._readers:
+            reader.join(10)
+        return self.proc.returncode, "".join(self._stdout), took
 
     def kill(self) -> None:
         if self.proc.poll() is None:
