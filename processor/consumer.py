@@ -508,10 +508,15 @@ class PipelineLoop:
         """Lag = high watermark - the group's committed offset, asked of the broker."""
         topic = self._settings.kafka_topic
         partitions = [TopicPartition(topic, p) for p in sorted(self._assigned)]
-        if not partitions:
-            return
         lag: dict[int, int] = {}
         try:
+            if not partitions:
+                # Nothing assigned (more replicas than partitions, or between rebalances): a
+                # metadata round trip still tells whether the broker answers again.
+                consumer.list_topics(topic, timeout=2.0)
+                with self._lock:
+                    self._kafka_error = None
+                return
             committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, 2.0)}
             for tp in partitions:
                 low, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
@@ -524,6 +529,9 @@ class PipelineLoop:
             return
         with self._lock:
             self._lag = lag
+            # The broker answered: an earlier transport error is over, even if no message has
+            # arrived since (an idle topic would otherwise keep /health at 503).
+            self._kafka_error = None
 
 
 def _partition(msg: Message) -> int:

@@ -4,8 +4,9 @@
     >>> store.ensure_indexes()
     >>> result = store.write({"gpu_metrics": [...], "token_usage": [...]})
 
-Only `$match`, `$group` (with `$sum`), `$sort` and `find` are used, so the same code runs on
-MongoDB 7 and on FerretDB (see STACK.md). Connection failures become StoreUnavailable; a
+Only plain CRUD (`insert_many`, `find`, `find_one`, `count_documents`, `distinct`,
+`create_index`) and aggregations of `$match` + `$group` (with `$sum`) are used, so the same
+code runs on MongoDB 7 and on FerretDB 1.24. Connection failures become StoreUnavailable; a
 duplicate `_id` means "already stored" and is counted, not raised.
 """
 
