@@ -54,9 +54,21 @@ unit: $(STAMP) ## Unit tests (no services)
 integration: $(STAMP) ## Integration tests against a real Kafka + FerretDB (started if not given)
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
+.PHONY: setup
+setup: ## Debian tools the deployment checks need (docker-compose, nft, ip, ...); idempotent
+	bash scripts/setup-debian.sh
+
 .PHONY: test
-test: lint ## The whole suite: lint + unit + integration + e2e (what CI runs)
+test: setup lint ## The whole suite: lint + unit + integration + e2e (what CI runs)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: $(STAMP) ## Benchmarks (producer, validation, processor drain, latency); appends docs/benchmarks.md
+	$(PY) scripts/bench.py $(BENCH_ARGS)
+
+.PHONY: vmsim
+vmsim: setup $(STAMP) ## Four-host topology in network namespaces + firewall + smoke test (root)
+	$(PY) scripts/vmsim.py run
 
 .PHONY: stack-up
 stack-up: $(STAMP) ## Start Kafka (KRaft) + FerretDB locally, create topics (idempotent)
@@ -69,3 +81,36 @@ stack-status: $(STAMP) ## Show what the local stack runs
 .PHONY: stack-down
 stack-down: $(STAMP) ## Stop exactly the processes stack-up started
 	$(PY) scripts/stack.py --state-dir $(STATE_DIR) down
+
+# ---- deployment (needs a Docker engine; not exercised on the CI machine, see docs/deploy.md)
+COMPOSE  ?= docker-compose
+ENV_FILE ?= compose/.env
+ROLE     ?=
+ROLE_FILE = $(firstword $(wildcard compose/$(ROLE)-*.yml) compose/$(ROLE).yml)
+
+$(ENV_FILE):
+	@echo "$(ENV_FILE) is missing: cp compose/.env.example $(ENV_FILE) and set the addresses and passwords" >&2; exit 2
+
+.PHONY: up
+up: $(ENV_FILE) ## Start one VM role: make up ROLE=vm1|vm2|vm3|vm4 (docker-compose, with compose/.env)
+	@test -n "$(ROLE)" || { echo "ROLE is required: make up ROLE=vm1|vm2|vm3|vm4" >&2; exit 2; }
+	@test -f "$(ROLE_FILE)" || { echo "no compose file for ROLE=$(ROLE) under compose/" >&2; exit 2; }
+	$(COMPOSE) -f $(ROLE_FILE) --env-file $(ENV_FILE) up -d --build
+
+.PHONY: vm1-up vm2-up vm3-up vm4-up
+vm1-up: ## Kafka role (compose/vm1-kafka.yml)
+	$(MAKE) up ROLE=vm1
+vm2-up: ## MongoDB role (compose/vm2-mongo.yml)
+	$(MAKE) up ROLE=vm2
+vm3-up: ## Processor role (compose/vm3-processor.yml)
+	$(MAKE) up ROLE=vm3
+vm4-up: ## Producers role (compose/vm4-producers.yml)
+	$(MAKE) up ROLE=vm4
+
+.PHONY: compose-up compose-down compose-config
+compose-up: $(ENV_FILE) ## All four roles on this host (compose/single-host.yml)
+	$(COMPOSE) -f compose/single-host.yml --env-file $(ENV_FILE) up -d --build
+compose-down: $(ENV_FILE) ## Stop the single-host deployment (volumes kept)
+	$(COMPOSE) -f compose/single-host.yml --env-file $(ENV_FILE) down
+compose-config: setup ## Validate every compose file with the example env (no engine needed)
+	@for f in compose/*.yml; do $(COMPOSE) -f $$f --env-file compose/.env.example config -q && echo "ok  $$f"; done

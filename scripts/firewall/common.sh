@@ -1,0 +1,87 @@
+# shellcheck shell=bash
+# Shared by scripts/firewall/*.sh: the per-role rules (the security groups, in one place), the
+# env file reader and the dry-run / --apply runner. Source it; do not run it.
+#
+#   role        inbound allowed (everything else dropped; outbound open)
+#   vm1-kafka      9092/tcp from PROCESSOR_PRIVATE_IP, PRODUCERS_PRIVATE_IP; 22/tcp from ADMIN_IP
+#   vm2-mongo     27017/tcp from PROCESSOR_PRIVATE_IP;                      22/tcp from ADMIN_IP
+#   vm3-processor  8080/tcp from ADMIN_IP;                                  22/tcp from ADMIN_IP
+#   vm4-producers                                                           22/tcp from ADMIN_IP
+
+FIREWALL_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$FIREWALL_DIR/../.." && pwd)
+# shellcheck disable=SC2034  # used by the scripts that source this file
+DEFAULT_ENV_FILE="$REPO_DIR/compose/.env.example"
+# shellcheck disable=SC2034
+ROLES=(vm1-kafka vm2-mongo vm3-processor vm4-producers)
+
+# Settings read from the env file, with the defaults of compose/.env.example for the ports.
+declare -A CONF=(
+  [KAFKA_PRIVATE_IP]='' [MONGO_PRIVATE_IP]='' [PROCESSOR_PRIVATE_IP]=''
+  [PRODUCERS_PRIVATE_IP]='' [ADMIN_IP]=''
+  [KAFKA_PORT]=9092 [MONGO_PORT]=27017 [PROCESSOR_PORT]=8080 [SSH_PORT]=22
+)
+
+die() {
+  echo "firewall: $*" >&2
+  exit 2
+}
+
+# load_env FILE: read only the keys above (the file is never executed: values may hold spaces).
+load_env() {
+  local file=$1 line key value
+  [[ -r $file ]] || die "cannot read env file $file"
+  while IFS= read -r line || [[ -n $line ]]; do
+    [[ $line =~ ^[[:space:]]*([A-Z_][A-Z0-9_]*)=(.*)$ ]] || continue
+    key=${BASH_REMATCH[1]}
+    value=${BASH_REMATCH[2]}
+    value=${value%\"}; value=${value#\"}; value=${value%\'}; value=${value#\'}
+    [[ -v CONF[$key] ]] && CONF[$key]=$value
+  done <"$file"
+  for key in KAFKA_PRIVATE_IP MONGO_PRIVATE_IP PROCESSOR_PRIVATE_IP PRODUCERS_PRIVATE_IP ADMIN_IP; do
+    [[ ${CONF[$key]} =~ ^([0-9]{1,3}\.){3}[0-9]{1,3}$ ]] \
+      || die "$key in $file must be an IPv4 address, got '${CONF[$key]}'"
+  done
+  for key in KAFKA_PORT MONGO_PORT PROCESSOR_PORT SSH_PORT; do
+    [[ ${CONF[$key]} =~ ^[0-9]{1,5}$ ]] || die "$key in $file must be a port, got '${CONF[$key]}'"
+  done
+}
+
+# role_rules ROLE: one "PORT SOURCE_IP LABEL" line per allowed inbound flow.
+role_rules() {
+  # SSH first: applied in this order, a half-applied rule set still lets the admin in.
+  echo "${CONF[SSH_PORT]} ${CONF[ADMIN_IP]} ssh-from-admin"
+  case $1 in
+    vm1-kafka)
+      echo "${CONF[KAFKA_PORT]} ${CONF[PROCESSOR_PRIVATE_IP]} kafka-from-processor"
+      echo "${CONF[KAFKA_PORT]} ${CONF[PRODUCERS_PRIVATE_IP]} kafka-from-producers"
+      ;;
+    vm2-mongo)
+      echo "${CONF[MONGO_PORT]} ${CONF[PROCESSOR_PRIVATE_IP]} mongo-from-processor"
+      ;;
+    vm3-processor)
+      echo "${CONF[PROCESSOR_PORT]} ${CONF[ADMIN_IP]} api-from-admin"
+      ;;
+    vm4-producers) ;;
+    *) die "unknown role '$1' (one of: ${ROLES[*]})" ;;
+  esac
+}
+
+# role_published_port ROLE: the port Docker publishes on that role's VM (none for vm4).
+role_published_port() {
+  case $1 in
+    vm1-kafka) echo "${CONF[KAFKA_PORT]}" ;;
+    vm2-mongo) echo "${CONF[MONGO_PORT]}" ;;
+    vm3-processor) echo "${CONF[PROCESSOR_PORT]}" ;;
+    *) echo "" ;;
+  esac
+}
+
+# run CMD...: print the command; execute it too when APPLY=1.
+APPLY=0
+run() {
+  echo "+ $*"
+  if ((APPLY)); then
+    "$@"
+  fi
+}
