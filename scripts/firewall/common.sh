@@ -22,6 +22,26 @@ declare -A CONF=(
   [KAFKA_PORT]=9092 [MONGO_PORT]=27017 [PROCESSOR_PORT]=8080 [SSH_PORT]=22
 )
 
+# parse_role_args PROG ARGS...: `ROLE [--env-file FILE] [--apply]` -> role, env_file, APPLY.
+# shellcheck disable=SC2034  # role and env_file are read by the scripts that call it
+parse_role_args() {
+  local prog=$1
+  shift
+  local usage="usage: $prog ROLE [--env-file FILE] [--apply]   (ROLE: ${ROLES[*]})"
+  role=${1:-}
+  [[ -n $role && $role != -* ]] || { echo "$usage" >&2; exit 2; }
+  shift
+  env_file=$DEFAULT_ENV_FILE
+  while (($#)); do
+    case $1 in
+      --env-file) env_file=${2:?--env-file needs a path}; shift 2 ;;
+      --apply) APPLY=1; shift ;;
+      -h | --help) echo "$usage" >&2; exit 2 ;;
+      *) die "unknown argument '$1'" ;;
+    esac
+  done
+}
+
 die() {
   echo "firewall: $*" >&2
   exit 2

@@ -15,23 +15,7 @@ set -euo pipefail
 # shellcheck source=scripts/firewall/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-usage() {
-  echo "usage: $0 ROLE [--env-file FILE] [--apply]   (ROLE: ${ROLES[*]})" >&2
-  exit 2
-}
-
-role=${1:-}
-[[ -n $role && $role != -* ]] || usage
-shift
-env_file=$DEFAULT_ENV_FILE
-while (($#)); do
-  case $1 in
-    --env-file) env_file=${2:?--env-file needs a path}; shift 2 ;;
-    --apply) APPLY=1; shift ;;
-    -h | --help) usage ;;
-    *) die "unknown argument '$1'" ;;
-  esac
-done
+parse_role_args "$0" "$@"
 template="$FIREWALL_DIR/nft-$role.nft"
 [[ -r $template ]] || die "unknown role '$role' (one of: ${ROLES[*]})"
 load_env "$env_file"
