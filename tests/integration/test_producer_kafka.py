@@ -193,14 +193,22 @@ class ProducerProcess:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=timeout_s)
         took = time.monotonic() - started
+        self._drain()
+        return self.proc.returncode, "".join(self._stdout), took
+
+    def _drain(self) -> None:
+        """After exit: let the readers reach EOF, then close the pipes."""
         for reader in self._readers:
             reader.join(10)
-        return self.proc.returncode, "".join(self._stdout), took
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._drain()
 
     @property
     def stderr(self) -> str:
