@@ -149,6 +149,11 @@ class MongoStore:
         For each GPU: its latest gpu_metrics document, and its token events whose ts_us is
         within ``retain_us`` (window + lateness) of its newest stored token event.
         """
+        if before_offset <= 0:
+            # Nothing precedes a partition's first offset: skip the queries. They are not free
+            # on a large collection (on FerretDB's SQLite backend they scan it), and a fresh
+            # backlog assigns every partition at offset 0.
+            return PartitionHistory(latest_gpu_metrics=[], token_events=[])
         scope = {"kafka_partition": partition, "kafka_offset": {"$lt": before_offset}}
         gpus, tokens = self._db[GPU_METRICS], self._db[TOKEN_USAGE]
         with self._unavailable_on_error("rebuild query"):
