@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 import statistics
+import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -16,6 +17,8 @@ from producers.traffic import (
     KNOWN_PROFILES,
     GpuTarget,
     TrafficGenerator,
+    Uuid4Source,
+    _pick,
     profiles_for,
     rfc3339,
 )
@@ -141,3 +144,21 @@ def test_needs_gpus_and_models() -> None:
 def test_gpu_target_from_event() -> None:
     event = {"gpu_uuid": "GPU-x", "gpu_index": 3}
     assert GpuTarget.from_event(event) == GpuTarget("GPU-x", 3)
+
+
+def test_uuid4_source_gives_unique_version_4_rfc_4122_ids_across_refills() -> None:
+    source = Uuid4Source(batch=4)  # 10 ids = three urandom reads
+    ids = [source() for _ in range(10)]
+    assert len(set(ids)) == 10
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+
+
+def test_pick_draws_what_random_choices_draws() -> None:
+    population, cum = ("a", "b", "c", "d"), (0.1, 0.5, 0.55, 1.0)
+    ours, theirs = random.Random(5), random.Random(5)
+    for _ in range(2000):
+        assert _pick(ours, population, cum) == theirs.choices(population, cum_weights=cum)[0]
