@@ -519,7 +519,13 @@ class PipelineLoop:
                 return
             committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, 2.0)}
             for tp in partitions:
-                low, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+                # The high watermark rides on every fetch response: read librdkafka's copy.
+                # Asking the broker per partition costs a round trip each, on the consume
+                # thread, queued behind long-polling fetches (it took ~40% of a drain).
+                low, high = consumer.get_watermark_offsets(tp, cached=True)
+                if high < 0 or (committed.get(tp.partition, -1) < 0 and low < 0):
+                    # Nothing fetched yet, or we need the low mark: ask once.
+                    low, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
                 # A negative committed offset means "nothing committed yet": all is lag.
                 done = committed.get(tp.partition, -1)
                 lag[tp.partition] = max(0, high - (done if done >= 0 else low))
