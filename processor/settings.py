@@ -44,7 +44,13 @@ class ProcessorSettings(BaseSettings):
         1000, gt=0, le=100_000, description="Most messages taken by one consume() call."
     )
     consume_timeout_s: float = Field(
-        0.2, gt=0, le=10, description="How long one consume() waits for a batch to fill."
+        # Short: under a backlog batches fill at once anyway, and at a steady rate it bounds
+        # how long the first message of a batch waits (bench: 0.2 s gave p99 ~0.7-1.7 s end to
+        # end at 1,000 ev/s, 0.05 s gave ~0.15 s).
+        0.05,
+        gt=0,
+        le=10,
+        description="How long one consume() waits for a batch to fill.",
     )
     max_message_bytes: int = Field(
         65536, gt=0, description="Larger Kafka values go to the dead-letter topic."
