@@ -37,14 +37,23 @@ _TRANSIENT_CODES: Final = frozenset(
 )
 
 _INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]]]]]] = {
+    # partition_gpu_*: the rebuild's queries (partition_history) walk one GPU of one partition
+    # from its newest entry backwards, so they cost what the window holds, not what the
+    # partition has accumulated since it was created.
     GPU_METRICS: [
         ("gpu_key_ts", [("gpu_key", ASCENDING), ("ts_us", ASCENDING)]),
-        ("partition_offset", [("kafka_partition", ASCENDING), ("kafka_offset", ASCENDING)]),
+        (
+            "partition_gpu_offset",
+            [("kafka_partition", ASCENDING), ("gpu_key", ASCENDING), ("kafka_offset", ASCENDING)],
+        ),
         ("minute", [("minute", ASCENDING)]),
     ],
     TOKEN_USAGE: [
         ("gpu_key_ts", [("gpu_key", ASCENDING), ("ts_us", ASCENDING)]),
-        ("partition_offset", [("kafka_partition", ASCENDING), ("kafka_offset", ASCENDING)]),
+        (
+            "partition_gpu_ts",
+            [("kafka_partition", ASCENDING), ("gpu_key", ASCENDING), ("ts_us", ASCENDING)],
+        ),
         ("minute", [("minute", ASCENDING)]),
         ("model_minute", [("model", ASCENDING), ("minute", ASCENDING)]),
     ],
@@ -157,7 +166,12 @@ class MongoStore:
         scope = {"kafka_partition": partition, "kafka_offset": {"$lt": before_offset}}
         gpus, tokens = self._db[GPU_METRICS], self._db[TOKEN_USAGE]
         with self._unavailable_on_error("rebuild query"):
-            keys = set(gpus.distinct("gpu_key", scope)) | set(tokens.distinct("gpu_key", scope))
+            # Every GPU ever seen on the partition (an index prefix: cheap); one with nothing
+            # before before_offset contributes nothing below.
+            mine_only = {"kafka_partition": partition}
+            keys = set(gpus.distinct("gpu_key", mine_only)) | set(
+                tokens.distinct("gpu_key", mine_only)
+            )
             latest: list[dict[str, Any]] = []
             events: list[dict[str, Any]] = []
             for key in sorted(keys):

@@ -29,14 +29,19 @@ if (app.getUser(appUser) === null) {
 }
 
 // One event per document, _id = event_id (the idempotency key, unique by itself).
-const common = [
-  { name: "gpu_key_ts", key: { gpu_key: 1, ts_us: 1 } },
-  { name: "partition_offset", key: { kafka_partition: 1, kafka_offset: 1 } },
-  { name: "minute", key: { minute: 1 } },
-];
+// The same as processor/store.py's _INDEXES (tests/integration/test_compose.py compares them).
 const indexes = {
-  gpu_metrics: common,
-  token_usage: [...common, { name: "model_minute", key: { model: 1, minute: 1 } }],
+  gpu_metrics: [
+    { name: "gpu_key_ts", key: { gpu_key: 1, ts_us: 1 } },
+    { name: "partition_gpu_offset", key: { kafka_partition: 1, gpu_key: 1, kafka_offset: 1 } },
+    { name: "minute", key: { minute: 1 } },
+  ],
+  token_usage: [
+    { name: "gpu_key_ts", key: { gpu_key: 1, ts_us: 1 } },
+    { name: "partition_gpu_ts", key: { kafka_partition: 1, gpu_key: 1, ts_us: 1 } },
+    { name: "minute", key: { minute: 1 } },
+    { name: "model_minute", key: { model: 1, minute: 1 } },
+  ],
 };
 
 for (const [collection, specs] of Object.entries(indexes)) {
