@@ -29,7 +29,7 @@ COST_FIELDS = ("tokens", "tps", "price_per_hour_usd", "price_source", "cost_per_
                "kafka_partition", "kafka_offset", "minute")  # fmt: skip
 
 
-def build_log(seed: int = 7, n_tokens: int = 4000) -> tuple[list[dict[str, Any]], int]:
+def build_log(seed: int = 7, n_tokens: int = 6000) -> tuple[list[dict[str, Any]], int]:
     """Token events on 8 GPUs with jittered (out-of-order) ts, price changes and duplicates."""
     rng = random.Random(seed)
     gpus = [(f"host-{h}", f"GPU-{uuid.UUID(int=rng.getrandbits(128))}") for h in range(2)
@@ -89,7 +89,7 @@ def run_env(kafka_bootstrap: str, mongo_url: str, topic: str, db: str) -> dict[s
         "MONGO_URL": mongo_url,
         "MONGO_DB": db,
         # Small batches: the drain takes long enough for rebalances and a kill to land mid-stream.
-        "CONSUME_BATCH_SIZE": "25",
+        "CONSUME_BATCH_SIZE": "10",
         "LOG_LEVEL": "INFO",
     }
 
@@ -128,7 +128,9 @@ def test_one_replica_three_replicas_and_a_kill_store_identical_costs(
     # 3 replicas: the 2nd and 3rd join mid-stream, so partitions move and windows are rebuilt.
     env = run_env(kafka_bootstrap, mongo_url, topic, dbs["three"])
     logs = [tmp_path / f"three-{i}.log" for i in range(3)]
-    first = ProcessorProcess(env, logs[0]).start()
+    # The first replica takes one message per batch (the stored values do not depend on the
+    # batch size): slow enough that the others join long before the drain ends.
+    first = ProcessorProcess({**env, "CONSUME_BATCH_SIZE": "1"}, logs[0]).start()
     wait_for("the first replica to start storing", lambda: count(dbs["three"]) > 0, 60, 0.05)
     others = [ProcessorProcess(env, log).start() for log in logs[1:]]
     at_join = count(dbs["three"])
