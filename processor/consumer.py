@@ -118,6 +118,9 @@ class PipelineLoop:
         self._needs_rebuild: set[int] = set()
         self._keys_by_partition: dict[int, set[str]] = defaultdict(set)
         self._uncommitted: dict[int, int] = {}  # next offsets whose commit a rebalance refused
+        # Next offsets we committed ourselves, per owned partition: the owner is the only one
+        # committing a partition, so the lag needs no broker round trip once it has committed.
+        self._committed: dict[int, int] = {}
         self._kept: _Batch | None = None
         # Shared with the HTTP threads under self._lock.
         self._lag: dict[int, int] = {}
@@ -421,8 +424,10 @@ class PipelineLoop:
             if tp.error is not None:
                 # The data is stored; a lost commit only means a harmless redelivery.
                 log.warning("commit failed partition=%d error=%s", tp.partition, tp.error)
-            elif self._uncommitted.get(tp.partition, -1) <= tp.offset:
-                self._uncommitted.pop(tp.partition, None)
+            else:
+                self._committed[tp.partition] = tp.offset
+                if self._uncommitted.get(tp.partition, -1) <= tp.offset:
+                    self._uncommitted.pop(tp.partition, None)
 
     def _retry_commits(self, consumer: Consumer) -> None:
         try:
@@ -481,6 +486,7 @@ class PipelineLoop:
             self._assigned.discard(p)
             self._needs_rebuild.discard(p)
             self._uncommitted.pop(p, None)
+            self._committed.pop(p, None)
             self._model.forget(self._keys_by_partition.pop(p, set()))
             with contextlib.suppress(KeyError):  # no gauge yet for a just-assigned partition
                 metrics.CONSUMER_LAG.remove(str(p))
@@ -517,14 +523,23 @@ class PipelineLoop:
                 with self._lock:
                     self._kafka_error = None
                 return
-            committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, 2.0)}
+            # Every broker request here runs on the consume thread and queues behind the
+            # long-polling fetches on the same connection (12 watermark requests every 5 s took
+            # ~40% of a drain): use what librdkafka and our own commits already know, and ask
+            # the broker only for what is missing, or to learn whether it is back after an error.
+            asked_broker = self._kafka_error is not None
+            committed = {p: o for p, o in self._committed.items() if p in self._assigned}
+            unknown = [tp for tp in partitions if tp.partition not in committed]
+            if unknown or asked_broker:
+                asked_broker = True
+                for tp in consumer.committed(unknown or partitions, 2.0):
+                    committed[tp.partition] = tp.offset
             for tp in partitions:
-                # The high watermark rides on every fetch response: read librdkafka's copy.
-                # Asking the broker per partition costs a round trip each, on the consume
-                # thread, queued behind long-polling fetches (it took ~40% of a drain).
+                # The high watermark rides on every fetch response: librdkafka's copy is fresh.
                 low, high = consumer.get_watermark_offsets(tp, cached=True)
                 if high < 0 or (committed.get(tp.partition, -1) < 0 and low < 0):
                     # Nothing fetched yet, or we need the low mark: ask once.
+                    asked_broker = True
                     low, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
                 # A negative committed offset means "nothing committed yet": all is lag.
                 done = committed.get(tp.partition, -1)
@@ -535,9 +550,10 @@ class PipelineLoop:
             return
         with self._lock:
             self._lag = lag
-            # The broker answered: an earlier transport error is over, even if no message has
-            # arrived since (an idle topic would otherwise keep /health at 503).
-            self._kafka_error = None
+            if asked_broker:
+                # The broker answered: an earlier transport error is over, even if no message
+                # has arrived since (an idle topic would otherwise keep /health at 503).
+                self._kafka_error = None
 
 
 def _partition(msg: Message) -> int:
