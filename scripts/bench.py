@@ -133,6 +133,7 @@ class Bench:
         return name
 
     def cleanup(self) -> None:
+        """Stop the processors, drop the databases and topics made so far (idempotent)."""
         for child in self.children:  # a bench that failed half-way must not leave processors
             if child.poll() is None:
                 child.terminate()
@@ -141,11 +142,14 @@ class Bench:
                 except subprocess.TimeoutExpired:
                     child.kill()
                     child.wait(10)
+        self.children.clear()
         for name in self.dbs:
             self.mongo.drop_database(name)
+        self.dbs.clear()
         if self.topics:
             for future in self.admin.delete_topics(self.topics).values():
                 future.result(30)
+            self.topics.clear()
 
     # --- producers ----------------------------------------------------------------------
 
@@ -336,6 +340,9 @@ class Bench:
             "rss_peak_mib": rss_peak / 2**20,
         }
         self.bench_naive(topic, min(n, 5000), processor_eps)
+        # Drop the backlog's databases and topics before the next phase: hundreds of
+        # thousands of documents left in the server would weigh on the latency run.
+        self.cleanup()
 
     def bench_naive(self, topic: str, n: int, processor_eps: float) -> None:
         log(f"  naive baseline: one message at a time (insert_one, then commit), {n:,} messages")
