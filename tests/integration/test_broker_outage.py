@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
 from pymongo.database import Database
 
@@ -24,14 +23,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 GPU = "GPU-eeeeeeee-0000-0000-0000-000000000006"
-
-
-def health(processor: ProcessorProcess) -> tuple[int, dict[str, Any]]:
-    try:
-        response = processor.get("/health")
-    except httpx.HTTPError:
-        return 0, {}
-    return response.status_code, response.json()
 
 
 def test_kafka_outage_degrades_then_recovers_without_new_traffic(
@@ -53,14 +44,14 @@ def test_kafka_outage_degrades_then_recovers_without_new_traffic(
 
     processor = ProcessorProcess(env, tmp_path / "processor.log").start()
     try:
-        wait_for("health ok", lambda: health(processor)[0] == 200, 60)
+        wait_for("health ok", lambda: processor.health()[0] == 200, 60)
         produce_events(bootstrap, "tokens", before)
         wait_for("the first 100 stored", lambda: stored.count_documents({}) == 100, 60)
 
         private_stack.down(only="kafka")
 
         def kafka_reported() -> dict[str, Any] | None:
-            status, body = health(processor)
+            status, body = processor.health()
             return body if status == 503 and "kafka" in body["failing"] else None
 
         body = wait_for("/health to report Kafka", kafka_reported, 60)
@@ -69,7 +60,7 @@ def test_kafka_outage_degrades_then_recovers_without_new_traffic(
         assert body["mongodb"]["ok"] is True  # only the failing part is named
 
         private_stack.up(only="kafka")  # same state dir: topic, offsets and data are kept
-        wait_for("health ok again, with no new message", lambda: health(processor)[0] == 200, 90)
+        wait_for("health ok again, with no new message", lambda: processor.health()[0] == 200, 90)
 
         produce_events(bootstrap, "tokens", after)
         wait_for("all 200 stored", lambda: stored.count_documents({}) == 200, 90)

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from pymongo import MongoClient
 
@@ -41,14 +40,6 @@ def private_mongo(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     stack(state_dir, listen, "down")
 
 
-def health(processor: ProcessorProcess) -> tuple[int, dict[str, Any]]:
-    try:
-        response = processor.get("/health")
-    except httpx.HTTPError:
-        return 0, {}
-    return response.status_code, response.json()
-
-
 def test_mongodb_outage_degrades_then_recovers_without_loss(
     kafka_bootstrap: str,
     topic: str,
@@ -72,7 +63,7 @@ def test_mongodb_outage_degrades_then_recovers_without_loss(
 
     processor = ProcessorProcess(env, tmp_path / "processor.log").start()
     try:
-        wait_for("health ok", lambda: health(processor)[0] == 200, 60)
+        wait_for("health ok", lambda: processor.health()[0] == 200, 60)
         before = [token_event("h", GPU, i * 0.1, 10, 10) for i in range(200)]
         produce_events(kafka_bootstrap, topic, before)
         wait_for("the first 200 stored", lambda: count() == 200, 60)
@@ -82,7 +73,7 @@ def test_mongodb_outage_degrades_then_recovers_without_loss(
         produce_events(kafka_bootstrap, topic, during)
 
         def mongodb_reported() -> tuple[int, dict[str, Any]] | None:
-            status, body = health(processor)
+            status, body = processor.health()
             return (status, body) if status == 503 and "mongodb" in body["failing"] else None
 
         status, body = wait_for("/health to report MongoDB", mongodb_reported, 60)
@@ -93,7 +84,7 @@ def test_mongodb_outage_degrades_then_recovers_without_loss(
 
         stack(state_dir, listen, "up")  # same state dir: the first 200 are still there
         wait_for("all 500 stored after recovery", lambda: count() == 500, 120)
-        wait_for("health ok again", lambda: health(processor)[0] == 200, 60)
+        wait_for("health ok again", lambda: processor.health()[0] == 200, 60)
         ids = {d["_id"] for d in stored.find({}, {"_id": 1})}
         assert ids == {e["event_id"] for e in before + during}  # each exactly once
         processor.stop()

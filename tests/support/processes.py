@@ -90,6 +90,14 @@ class ProcessorProcess:
     def get(self, path: str, **params: Any) -> httpx.Response:
         return httpx.get(f"{self.url}{path}", params=params, timeout=10)
 
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """(status, body) of /health; (0, {}) while the process does not answer."""
+        try:
+            response = self.get("/health")
+        except httpx.HTTPError:
+            return 0, {}
+        return response.status_code, response.json()
+
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 
