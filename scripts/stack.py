@@ -75,6 +75,7 @@ KAFKA_STOP_TIMEOUT_S: Final = 30.0
 MONGO_STOP_TIMEOUT_S: Final = 15.0
 KILL_WAIT_S: Final = 10.0
 PORT_RELEASE_TIMEOUT_S: Final = 10.0
+CMDLINE_RETRIES: Final = 20
 MAVEN_TIMEOUT_S: Final = 15 * 60.0
 GO_BUILD_TIMEOUT_S: Final = 30 * 60.0
 
@@ -641,7 +642,17 @@ class _Meta:
 
     def is_ours(self) -> bool:
         """The recorded process still runs and is the very one we started."""
-        return _alive(self.pid, self.starttime) and _proc_cmdline(self.pid) == self.cmdline
+        if not _alive(self.pid, self.starttime):
+            return False
+        # /proc/PID/cmdline reads empty for a moment while a new process sets up its memory
+        # (seen with FerretDB right after its start): empty means "ask again", not "different".
+        for _ in range(CMDLINE_RETRIES):
+            cmdline = _proc_cmdline(self.pid)
+            if cmdline:
+                return cmdline == self.cmdline
+            time.sleep(0.05)
+        # Still unreadable: PID plus start time (clock ticks since boot) identify it alone.
+        return _alive(self.pid, self.starttime)
 
 
 def _read_meta(state_dir: Path, server: Server) -> _Meta | None:
