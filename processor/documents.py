@@ -17,6 +17,7 @@ from schemas.contracts import parse_ts
 __all__ = [
     "GPU_METRICS",
     "TOKEN_USAGE",
+    "epoch_us",
     "gpu_key",
     "gpu_metrics_doc",
     "time_buckets",
@@ -44,7 +45,12 @@ _TOKEN_FIELDS: Final = (
 
 def to_ts_us(ts: str) -> int:
     """RFC 3339 -> integer microseconds since the epoch (exact, so window edges are exact)."""
-    delta = parse_ts(ts) - _EPOCH
+    return epoch_us(parse_ts(ts))
+
+
+def epoch_us(moment: datetime) -> int:
+    """An aware datetime -> integer microseconds since the epoch (exact)."""
+    delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 

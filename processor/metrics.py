@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from schemas.contracts import KNOWN_SCHEMAS
+
 __all__ = [
     "BATCH_SIZE",
     "CONSUMER_LAG",
@@ -15,6 +17,7 @@ __all__ = [
     "EVENTS_CONSUMED",
     "EVENTS_DUPLICATE",
     "EVENTS_INVALID",
+    "EVENTS_UNPROCESSABLE",
     "EVENTS_WRITTEN",
     "PARTITION_REBUILDS",
     "STORE_UP",
@@ -22,7 +25,7 @@ __all__ = [
     "schema_label",
 ]
 
-_KNOWN = frozenset({"gpu.metrics.v1", "token.usage.v1"})
+_KNOWN = frozenset(KNOWN_SCHEMAS)
 
 
 def schema_label(schema: object) -> str:
@@ -42,7 +45,14 @@ EVENTS_DUPLICATE = Counter(
     ["collection"],
 )
 EVENTS_INVALID = Counter(
-    "pipeline_events_invalid", "Messages that failed decoding or validation.", ["schema"]
+    "pipeline_events_invalid",
+    "Messages that failed decoding or validation, or whose key is not host/gpu_uuid.",
+    ["schema"],
+)
+EVENTS_UNPROCESSABLE = Counter(
+    "pipeline_events_unprocessable",
+    "Valid messages the cost model or document builder failed on (dead-lettered; a bug).",
+    ["schema"],
 )
 DEAD_LETTERED = Counter(
     "pipeline_events_dead_lettered", "Messages written to the dead-letter topic.", ["schema"]
@@ -69,3 +79,12 @@ CONSUMER_LAG = Gauge(
     "pipeline_consumer_lag", "High watermark minus committed offset.", ["partition"]
 )
 STORE_UP = Gauge("pipeline_store_up", "1 when the last MongoDB call succeeded, else 0.")
+
+# Every label value is known up front: create the series at 0 so that increase() sees the
+# first event after a restart (a series born at 1 has no earlier sample to increase from).
+for _label in (*KNOWN_SCHEMAS, "unknown"):
+    for _counter in (EVENTS_CONSUMED, EVENTS_INVALID, EVENTS_UNPROCESSABLE, DEAD_LETTERED):
+        _counter.labels(_label)
+for _collection in ("gpu_metrics", "token_usage"):
+    EVENTS_WRITTEN.labels(_collection)
+    EVENTS_DUPLICATE.labels(_collection)

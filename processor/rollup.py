@@ -127,6 +127,8 @@ def allocate(
     group_by: GroupBy,
     granularity: Granularity,
     latency_hist: Mapping[tuple[str, int], Mapping[float, int]] | None = None,
+    *,
+    model: str | None = None,
 ) -> list[CostRow]:
     """Cost rows for ``group_by`` per ``granularity`` bucket, sorted by (period, group).
 
@@ -136,6 +138,11 @@ def allocate(
     In every grouping the ``cost_usd`` of all rows adds up to the allocation of all
     reporting GPU-minutes. ``latency_hist`` maps ``(group, period_start_minute)`` to a
     latency histogram (:func:`latency_bucket_ms` -> count) for ``p95_latency_ms``.
+
+    ``model``: only that model's usage, in every grouping. Its share of a GPU-minute is
+    still its tokens over *all* the GPU's tokens that minute (``token_minutes`` must not be
+    filtered by model), and idle minutes belong to no model, so they are left out: rows
+    carry ``idle_cost_usd == 0`` and there is no ``"(idle)"`` row.
     """
     if group_by not in ("model", "gpu", "host"):
         raise ValueError(f"group_by must be 'model', 'gpu' or 'host', got {group_by!r}")
@@ -187,15 +194,17 @@ def allocate(
         host = min(hosts)
         period = period_start_minute(minute, granularity)
 
-        for model, m in models.items():
-            group = model if group_by == "model" else gpu_key if group_by == "gpu" else host
+        for name, m in models.items():
+            if model is not None and name != model:
+                continue
+            group = name if group_by == "model" else gpu_key if group_by == "gpu" else host
             a = acc(group, period)
             a.tokens += m.tokens
             a.requests += m.requests
             a.throughput.extend(m.cost)
             if total_tokens > 0:
                 a.cost.append(allocation * m.tokens / total_tokens)
-        if total_tokens == 0:
+        if total_tokens == 0 and model is None:
             group = IDLE_GROUP if group_by == "model" else gpu_key if group_by == "gpu" else host
             a = acc(group, period)
             a.cost.append(allocation)

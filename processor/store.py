@@ -18,9 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError, WriteError
 
 from processor.documents import GPU_METRICS, TOKEN_USAGE
 from processor.exceptions import StoreUnavailable
@@ -35,6 +36,10 @@ _DUPLICATE_KEY: Final = 11000
 _TRANSIENT_CODES: Final = frozenset(
     {6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 50, 112, 64}
 )
+
+# What the driver raises for a document it cannot encode (InvalidDocument covers too large;
+# OverflowError an integer beyond 64 bits): a property of that document, not of the server.
+_UNENCODABLE: Final = (InvalidDocument, OverflowError)
 
 _INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]]]]]] = {
     # partition_gpu_*: the rebuild's queries (partition_history) walk one GPU of one partition
@@ -66,7 +71,7 @@ class WriteResult:
 
     inserted: dict[str, int] = field(default_factory=dict)
     duplicates: dict[str, int] = field(default_factory=dict)
-    rejected: dict[str, str] = field(default_factory=dict)  # _id -> reason
+    rejected: dict[tuple[str, str], str] = field(default_factory=dict)  # (collection, _id)
 
 
 @dataclass
@@ -129,6 +134,11 @@ class MongoStore:
             try:
                 with self._unavailable_on_error(f"insert into {name}"):
                     self._db[name].insert_many(docs, ordered=False)
+            except _UNENCODABLE:
+                # The driver refused to encode some document before sending anything: find
+                # which one by writing them singly, so the rest of the batch is not held back.
+                self._write_singly(name, docs, result)
+                continue
             except BulkWriteError as exc:
                 inserted = int(exc.details.get("nInserted", 0))
                 for error in exc.details.get("writeErrors", []):
@@ -141,7 +151,8 @@ class MongoStore:
                         ) from exc
                     else:
                         doc_id = str(docs[error["index"]]["_id"])
-                        result.rejected[doc_id] = f"code={code} {error.get('errmsg', '')}".strip()
+                        reason = f"code={code} {error.get('errmsg', '')}".strip()
+                        result.rejected[(name, doc_id)] = reason
                         log.error(
                             "store rejected document collection=%s event_id=%s code=%s msg=%r",
                             name, doc_id, code, error.get("errmsg"),
@@ -149,6 +160,26 @@ class MongoStore:
             result.inserted[name] = inserted
             result.duplicates[name] = duplicates
         return result
+
+    def _write_singly(self, name: str, docs: Sequence[dict[str, Any]], result: WriteResult) -> None:
+        inserted = duplicates = 0
+        for doc in docs:
+            try:
+                self._db[name].insert_one(doc)
+                inserted += 1
+            except DuplicateKeyError:
+                duplicates += 1
+            except (*_UNENCODABLE, WriteError) as exc:
+                code = getattr(exc, "code", None)
+                if code in _TRANSIENT_CODES:
+                    raise StoreUnavailable(f"MongoDB insert into {name} failed: {exc}") from exc
+                result.rejected[(name, str(doc["_id"]))] = f"cannot store: {exc}"
+                log.error("store rejected document collection=%s event_id=%s reason=%r",
+                          name, doc["_id"], str(exc))  # fmt: skip
+            except PyMongoError as exc:
+                raise StoreUnavailable(f"MongoDB insert into {name} failed: {exc}") from exc
+        result.inserted[name] = inserted
+        result.duplicates[name] = duplicates
 
     def partition_history(
         self, partition: int, before_offset: int, retain_us: int

@@ -35,6 +35,7 @@ __all__ = [
     "load_schema",
     "normalize",
     "parse_ts",
+    "ts_range",
     "validate",
     "validation_errors",
 ]
@@ -76,13 +77,47 @@ def _validator(name: str) -> Any:
     return jsonschema_rs.validator_for(load_schema(name), validate_formats=True)
 
 
-def parse_ts(value: str) -> datetime:
-    """RFC 3339 timestamp -> aware UTC datetime; ValueError if it has no zone or cannot parse."""
+@cache
+def ts_range() -> tuple[datetime, datetime]:
+    """``[earliest, end)`` of an event's ``ts`` in UTC, as both contracts state it.
+
+    JSON Schema's ``date-time`` format accepts any year from 0001 to 9999 with any offset;
+    some of those cannot even be converted to UTC, and none outside this range is a real
+    clock. The bounds live in the schema files (``x-minimum`` / ``x-exclusiveMaximum`` of
+    ``ts``) so every reader of the contract sees the same ones.
+    """
+    ranges = set()
+    for name in KNOWN_SCHEMAS:
+        prop = load_schema(name)["properties"]["ts"]
+        ranges.add((prop["x-minimum"], prop["x-exclusiveMaximum"]))
+    if len(ranges) != 1:
+        raise ContractError(f"the contracts disagree on the range of ts: {sorted(ranges)}")
+    (low, high) = ranges.pop()
+    return _parse_utc(low), _parse_utc(high)
+
+
+def _parse_utc(value: str) -> datetime:
     # upper(): RFC 3339 allows lower-case 't' and 'z'; fromisoformat does not.
     parsed = datetime.fromisoformat(value.upper())
     if parsed.tzinfo is None:
         raise ValueError(f"timestamp {value!r} has no zone offset")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00:00+01:00 is a valid RFC 3339 string whose UTC time is year 0.
+        raise ValueError(f"timestamp {value!r} cannot be converted to UTC") from None
+
+
+def parse_ts(value: str) -> datetime:
+    """RFC 3339 timestamp -> aware UTC datetime inside :func:`ts_range`; ValueError otherwise."""
+    utc = _parse_utc(value)
+    earliest, end = ts_range()
+    if not earliest <= utc < end:
+        raise ValueError(
+            f"timestamp {value!r} is outside the accepted range "
+            f"[{earliest:%Y-%m-%dT%H:%M:%SZ}, {end:%Y-%m-%dT%H:%M:%SZ})"
+        )
+    return utc
 
 
 def normalize(event: dict[str, Any]) -> dict[str, Any]:

@@ -9,8 +9,9 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 
 from processor.api.deps import StoreDep
-from processor.documents import time_buckets, to_ts_us
+from processor.documents import epoch_us, time_buckets
 from processor.rollup import allocate
+from schemas.contracts import ts_range
 
 router = APIRouter(prefix="/api/v1", tags=["costs"])
 
@@ -62,12 +63,31 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _in_range(name: str, value: datetime) -> datetime:
+    """``value`` in UTC if it lies in the contracts' ts range, else a 422 naming ``name``."""
+    earliest, latest = ts_range()
+    try:
+        utc = _utc(value)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is past year 9999 in UTC
+        utc = None
+    if utc is None or not earliest <= utc <= latest:
+        raise HTTPException(
+            422, f"{name} ({value.isoformat()}) must lie between {earliest:%Y-%m-%dT%H:%M:%SZ} "
+                 f"and {latest:%Y-%m-%dT%H:%M:%SZ}, the range events may carry",
+        )  # fmt: skip
+    return utc
+
+
 def resolve_range(
     start: datetime | None, end: datetime | None, default: timedelta
 ) -> tuple[datetime, datetime]:
     """Defaults (the last ``default`` up to now) and sanity checks, as 422s with a reason."""
-    end_utc = _utc(end) if end is not None else datetime.now(UTC)
-    start_utc = _utc(start) if start is not None else end_utc - default
+    end_utc = _in_range("end", end) if end is not None else datetime.now(UTC)
+    if start is not None:
+        start_utc = _in_range("start", start)
+    else:
+        # The default never reaches below what any event can carry.
+        start_utc = max(end_utc - default, ts_range()[0])
     if start_utc >= end_utc:
         raise HTTPException(422, f"start ({start_utc.isoformat()}) must be before end "
                                  f"({end_utc.isoformat()})")  # fmt: skip
@@ -84,7 +104,14 @@ def costs(
     ] = None,
     end: Annotated[datetime | None, Query(description="Exclusive, RFC 3339; default now.")] = None,
     host: Annotated[str | None, Query(min_length=1, description="Only this host.")] = None,
-    model: Annotated[str | None, Query(min_length=1, description="Only this model.")] = None,
+    model: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            description="Only this model's usage, in every grouping: its share of each "
+            "GPU-minute's allocation; idle minutes belong to no model and are left out.",
+        ),
+    ] = None,
 ) -> CostReport:
     """Tokens, allocation cost, idle cost, $ per 1k tokens and p95 latency per group and period."""
     start_utc, end_utc = resolve_range(start, end, timedelta(hours=24))
@@ -93,9 +120,9 @@ def costs(
             422, f"range too long for granularity={granularity}: at most "
                  f"{_MAX_RANGE[granularity].days} days",
         )  # fmt: skip
-    first = time_buckets(to_ts_us(start_utc.isoformat()))["minute"]
+    first = time_buckets(epoch_us(start_utc))["minute"]
     # end is exclusive: a partial last minute is included up to its start.
-    last = time_buckets(to_ts_us(end_utc.isoformat()) - 1)["minute"]
+    last = time_buckets(epoch_us(end_utc) - 1)["minute"]
     match: dict[str, Any] = {"minute": {"$gte": first, "$lte": last}}
     if host is not None:
         match["host"] = host
@@ -105,9 +132,7 @@ def costs(
     hist = store.latency_histogram(hist_match, _GROUP_FIELD[group_by], granularity)
     minutes_per_period = _PERIOD_MINUTES[granularity]
     latency = {(g, p * minutes_per_period): b for (g, p), b in hist.items()}
-    rows = allocate(gpu_minutes, token_minutes, group_by, granularity, latency)
-    if model is not None:
-        rows = [r for r in rows if r.group == model]
+    rows = allocate(gpu_minutes, token_minutes, group_by, granularity, latency, model=model)
     out = [
         CostRowOut(
             group=r.group,

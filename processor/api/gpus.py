@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from gpu_readers import GpuReaderError
 from processor.api.costs import resolve_range
 from processor.api.deps import GpuReaderDep, SettingsDep, StoreDep
-from processor.documents import to_ts_us
+from processor.documents import epoch_us
 
 router = APIRouter(tags=["gpus"])
 
@@ -88,9 +88,7 @@ def gpu_metrics(
     """One GPU's readings in a time range, oldest first."""
     start_utc, end_utc = resolve_range(start, end, timedelta(hours=1))
     key = f"{host}/{gpu_uuid}"
-    docs = store.gpu_readings(
-        key, to_ts_us(start_utc.isoformat()), to_ts_us(end_utc.isoformat()), limit
-    )
+    docs = store.gpu_readings(key, epoch_us(start_utc), epoch_us(end_utc), limit)
     if not docs and not store.latest_readings_of(key):
         raise HTTPException(404, f"no readings ever stored for GPU {key}")
     return Readings(gpu_key=key, start=start_utc, end=end_utc,

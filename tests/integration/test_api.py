@@ -135,6 +135,56 @@ def test_bad_query_parameters_get_422_with_the_reason(
     assert reason in response.text
 
 
+OUT_OF_RANGE = ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "1969-12-31T23:00:00Z"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        *({"start": t} for t in OUT_OF_RANGE),
+        *({"end": t} for t in OUT_OF_RANGE),
+        {"end": "0001-01-01T00:00:00Z"},  # the default start (end - 24h) would underflow
+        {"start": ts(0), "end": "9999-12-31T23:59:59Z"},
+    ],
+)
+@pytest.mark.parametrize("path", ["/api/v1/costs", f"/api/v1/gpus/api-host/{GPU}/metrics"])
+def test_times_outside_the_event_range_get_422_not_500(
+    client: TestClient, path: str, params: dict[str, str]
+) -> None:
+    response = client.get(path, params=params)
+    assert response.status_code == 422, response.text
+    assert "must lie between 1970-01-01T00:00:00Z and 2100-01-01T00:00:00Z" in response.text
+    # The connection stays usable (a 500 from an exception would have dropped it).
+    assert client.get("/api/v1/stats").status_code == 200
+
+
+def test_end_at_the_epoch_defaults_start_to_it_rather_than_underflowing(
+    client: TestClient,
+) -> None:
+    response = client.get("/api/v1/costs", params={"end": "1970-01-01T00:01:00Z"})
+    assert response.status_code == 200, response.text
+    assert response.json()["start"] == "1970-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize("group_by", ["gpu", "host", "model"])
+def test_a_model_filter_keeps_that_models_share_in_every_grouping(
+    loaded: TestClient, group_by: str
+) -> None:
+    response = loaded.get("/api/v1/costs", params={**RANGE, "group_by": group_by, "model": "m1"})
+    assert response.status_code == 200, response.text
+    (row,) = response.json()["rows"]
+    expected_group = {"gpu": f"api-host/{GPU}", "host": "api-host", "model": "m1"}[group_by]
+    assert row["group"] == expected_group
+    # Minute 0 costs 3.60 / 60 = 0.06 $; m1 served 3,000 of the GPU's 4,000 tokens then.
+    # Minute 1 was idle: it belongs to no model, so it is not part of m1's rows.
+    assert row["tokens"] == 3000
+    assert row["requests"] == 1
+    assert row["cost_usd"] == pytest.approx(0.045)
+    assert row["idle_cost_usd"] == 0
+    assert row["p95_latency_ms"] == pytest.approx(100, rel=0.05)
+    assert response.json()["totals"]["cost_usd"] == pytest.approx(0.045)
+
+
 def test_one_gpus_readings_over_a_range(loaded: TestClient) -> None:
     gpus = loaded.get("/api/v1/gpus").json()
     assert any(g["gpu_uuid"] == GPU for g in gpus)

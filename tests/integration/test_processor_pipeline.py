@@ -171,3 +171,55 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_is_stored(
     by_offset = {int(headers_of(m)["dlq.source.offset"]): m for m in letters}
     assert by_offset[3].value() == orjson.dumps(bad_schema)  # the original bytes, untouched
     assert {d["_id"] for d in mongo_db["token_usage"].find()} == {e["event_id"] for e in good}
+
+
+def test_poison_timestamps_and_wrong_keys_are_dead_lettered_and_consumption_goes_on(
+    kafka_bootstrap: str,
+    topic: str,
+    dlq_topic: str,
+    mongo_db: Database[dict[str, Any]],
+    loop: PipelineLoop,
+) -> None:
+    key = f"h4/{A100}"
+    good = [token_event("h4", A100, i, 5, 5) for i in range(6)]
+    # Both pass the schema's date-time format; converting them to UTC overflows.
+    far_future = {**token_event("h4", A100, 9, 5, 5), "ts": "9999-12-31T23:59:59-01:00"}
+    far_past = {**gpu_event("h4", A100, 9), "ts": "0001-01-01T00:00:00+01:00"}
+    before_epoch = {**token_event("h4", A100, 9, 5, 5), "ts": "1969-12-31T23:59:59Z"}
+    records: list[tuple[str | None, bytes | None]] = [
+        (key, orjson.dumps(good[0])),
+        (key, orjson.dumps(far_future)),
+        (key, orjson.dumps(good[1])),
+        (key, orjson.dumps(far_past)),
+        (key, orjson.dumps(before_epoch)),
+        (key, orjson.dumps(good[2])),
+        (None, orjson.dumps(token_event("h4", A100, 9, 5, 5))),  # null key
+        ("", orjson.dumps(token_event("h4", A100, 9, 5, 5))),  # empty key
+        ("k" * 5000, orjson.dumps(token_event("h4", A100, 9, 5, 5))),
+        (f"h4/{RTX}", orjson.dumps(token_event("h4", A100, 9, 5, 5))),  # another GPU's key
+        (key, orjson.dumps(good[3])),
+    ]
+    produce_raw(kafka_bootstrap, topic, records)
+    wait_for("4 good docs", lambda: count(mongo_db, "token_usage") == 4)
+    letters = read_topic(kafka_bootstrap, dlq_topic, expected=7, timeout_s=30)
+    # Keyed differently, the letters come from several partitions: find each by its bytes.
+    index_of = {value: i for i, (_key, value) in enumerate(records)}
+    reasons = {index_of[m.value()]: headers_of(m)["dlq.reason"] for m in letters}
+    assert sorted(reasons) == [1, 3, 4, 6, 7, 8, 9]
+    assert "cannot be converted to UTC" in reasons[1]
+    assert "cannot be converted to UTC" in reasons[3]
+    assert "outside the accepted range" in reasons[4]
+    assert reasons[6].startswith("key null is not the event's host/gpu_uuid")
+    assert reasons[7].startswith("key b'' is not")
+    assert "... (5000 bytes)" in reasons[8]
+    assert reasons[9].startswith(f"key b'h4/{RTX}' is not the event's host/gpu_uuid 'h4/{A100}'")
+    assert {headers_of(m)["dlq.schema"] for m in letters} == {"token.usage.v1", "gpu.metrics.v1"}
+
+    # The loop is alive and keeps consuming: later events are stored too.
+    status = loop.status()
+    assert status.running, status
+    assert status.degraded is None, status
+    produce_raw(kafka_bootstrap, topic, [(key, orjson.dumps(e)) for e in good[4:]])
+    wait_for("6 good docs", lambda: count(mongo_db, "token_usage") == 6)
+    assert {d["_id"] for d in mongo_db["token_usage"].find()} == {e["event_id"] for e in good}
+    assert loop.status().running

@@ -18,6 +18,7 @@ from schemas.contracts import (
     kafka_key,
     load_schema,
     parse_ts,
+    ts_range,
     validate,
     validation_errors,
 )
@@ -214,6 +215,42 @@ def test_parse_ts_normalises_to_utc() -> None:
     assert parse_ts("2026-11-23t10:00:00z").hour == 10
     with pytest.raises(ValueError, match="zone"):
         parse_ts("2026-11-23T10:00:00")
+
+
+# Each passes the schema's date-time format; the first two cannot even be converted to UTC
+# (OverflowError in astimezone), the others are outside the documented range.
+OUT_OF_RANGE_TS = [
+    "9999-12-31T23:59:59-01:00",
+    "0001-01-01T00:00:00+01:00",
+    "0001-01-01T00:00:00Z",
+    "1969-12-31T23:59:59.999999Z",
+    "2100-01-01T00:00:00Z",
+    "2100-01-01T01:00:00+01:00",
+]
+
+
+@pytest.mark.parametrize("value", OUT_OF_RANGE_TS)
+@pytest.mark.parametrize("example", [TOKEN, GPU], ids=["token", "gpu"])
+def test_timestamps_outside_the_range_are_a_contract_violation(
+    value: str, example: dict[str, Any]
+) -> None:
+    raw = orjson.dumps({**example, "ts": value})
+    with pytest.raises(ContractViolation, match=r"^ts: timestamp") as caught:
+        decode(raw)
+    assert caught.value.reasons == tuple(validation_errors(orjson.loads(raw)))
+    with pytest.raises(ValueError, match=r"range|cannot be converted"):
+        parse_ts(value)
+
+
+def test_range_edges_are_inclusive_start_exclusive_end() -> None:
+    earliest, end = ts_range()
+    assert (earliest.isoformat(), end.isoformat()) == (
+        "1970-01-01T00:00:00+00:00",
+        "2100-01-01T00:00:00+00:00",
+    )
+    assert parse_ts("1970-01-01T00:00:00Z") == earliest
+    assert parse_ts("2099-12-31T23:59:59.999999Z").year == 2099
+    assert parse_ts("1970-01-01T01:00:00+01:00") == earliest  # same instant, other offset
 
 
 def test_kafka_key_is_host_slash_gpu() -> None:

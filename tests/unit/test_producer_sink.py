@@ -55,6 +55,15 @@ def test_invalid_event_raises_and_is_not_sent(sink: KafkaSink) -> None:
     assert sink.stats.sent == 0
 
 
+@pytest.mark.parametrize("ts", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
+def test_an_unconvertible_timestamp_is_a_contract_violation_not_an_overflow(
+    sink: KafkaSink, ts: str
+) -> None:
+    with pytest.raises(ContractViolation, match=r"ts: timestamp .* cannot be converted to UTC"):
+        sink.send({**event(0), "ts": ts})
+    assert sink.stats.sent == 0
+
+
 def test_abandon_purges_what_could_not_be_delivered(sink: KafkaSink) -> None:
     for i in range(100):
         sink.send(event(i))

@@ -101,6 +101,25 @@ def test_idle_minutes_by_model_gpu_and_host() -> None:
     assert host_row.idle_cost_usd == gpu_row.idle_cost_usd
 
 
+def test_a_model_filter_keeps_its_share_of_each_gpu_minute_in_every_grouping() -> None:
+    # G1 minute 0: llama 300 of 400 tokens at 3.6 $/h; G1 minute 1 idle; G3 minute 0: only
+    # mistral at 1.2 $/h. llama's rows: 0.06 $ x 3/4 = 0.045 $, no idle, nothing of G3.
+    gpus = [gm(G1, M0), gm(G1, M0 + 1), gm(G3, M0, price=1.2)]
+    tokens = [
+        tm(G1, M0, "llama", 300, requests=2, cost=0.03),
+        tm(G1, M0, "mistral", 100, cost=0.01),
+        tm(G3, M0, "mistral", 50, cost=0.02),
+    ]
+    for group_by, group in (("gpu", G1), ("host", "h1"), ("model", "llama")):
+        rows = allocate(gpus, tokens, group_by, "hour", model="llama")  # type: ignore[arg-type]
+        assert [(r.group, r.tokens, r.requests) for r in rows] == [(group, 300, 2)], group_by
+        assert rows[0].cost_usd == pytest.approx(0.045, rel=1e-12)
+        assert rows[0].throughput_cost_usd == 0.03
+        assert rows[0].idle_cost_usd == 0.0
+        assert rows[0].cost_per_1k_tokens == pytest.approx(0.15, rel=1e-12)
+    assert allocate(gpus, tokens, "gpu", "hour", model="nobody") == []
+
+
 def test_a_minute_with_only_zero_token_requests_is_idle() -> None:
     rows = allocate([], [tm(G1, M0, "llama", 0, requests=2, price=6.0)], "model", "minute")
     assert [(r.group, r.requests, r.tokens) for r in rows] == [(IDLE_GROUP, 0, 0), ("llama", 2, 0)]
