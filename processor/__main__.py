@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+from types import FrameType
 
 import uvicorn
 from pydantic import ValidationError
 
 from processor.app import create_app
 from processor.settings import ProcessorSettings
+
+
+def _stopped_gracefully(signum: int, _frame: FrameType | None) -> None:
+    logging.getLogger("processor").info("stopped by signal %d after a graceful shutdown", signum)
 
 
 def main() -> int:
@@ -24,8 +30,11 @@ def main() -> int:
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    # uvicorn turns SIGTERM into a graceful shutdown, which runs the lifespan's exit:
-    # the loop finishes its batch, commits and leaves the group.
+    # uvicorn turns SIGTERM into a graceful shutdown, which runs the lifespan's exit: the loop
+    # finishes its batch, commits and leaves the group. It then restores the handler it found
+    # and raises the signal again; this handler makes that a clean exit 0, as supervisors
+    # and docs/operations.md expect from a graceful stop.
+    signal.signal(signal.SIGTERM, _stopped_gracefully)
     uvicorn.run(
         create_app(settings),
         host=settings.http_host,

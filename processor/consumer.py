@@ -549,6 +549,13 @@ class PipelineLoop:
 
     def _on_kafka_error(self, err: KafkaError) -> None:
         log.warning("kafka error code=%s reason=%s", err.code(), err.str())
+        if err.fatal():
+            # E.g. FENCED_INSTANCE_ID: another replica runs with this KAFKA_GROUP_INSTANCE_ID.
+            # The consumer cannot recover; /health must say so instead of looking idle.
+            with self._lock:
+                self._crashed = f"fatal Kafka error, restart needed: {err.str()}"
+            self._stop.set()
+            return
         if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
             with self._lock:
                 self._kafka_error = err.str()
