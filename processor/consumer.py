@@ -348,8 +348,9 @@ class PipelineLoop:
             ts_us = to_ts_us(event["ts"])
             if label == GPU_METRICS_V1:
                 price = self._model.on_gpu_metrics(
-                    key, event["gpu_name"], event.get("price_per_hour_usd")
-                )
+                    key, event["gpu_name"], event.get("price_per_hour_usd"),
+                    event_id=event["event_id"], ts_us=ts_us,
+                )  # fmt: skip
                 doc = gpu_metrics_doc(
                     event, ts_us=ts_us, price=price, partition=partition, offset=offset
                 )
@@ -390,8 +391,9 @@ class PipelineLoop:
         for doc in history.latest_gpu_metrics:
             self._keys_by_partition[partition].add(doc["gpu_key"])
             self._model.on_gpu_metrics(
-                doc["gpu_key"], doc.get("gpu_name"), doc.get("event_price_per_hour_usd")
-            )
+                doc["gpu_key"], doc.get("gpu_name"), doc.get("event_price_per_hour_usd"),
+                event_id=str(doc["_id"]), ts_us=doc["ts_us"],
+            )  # fmt: skip
         self._needs_rebuild.discard(partition)
         metrics.PARTITION_REBUILDS.inc()
         log.info(

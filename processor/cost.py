@@ -14,7 +14,7 @@ only the last two divisions are floats. State per GPU is bounded by the lateness
 when eviction runs and a state rebuilt from stored documents equals the live one.
 
     >>> model = CostModel(PriceBook(0.85))
-    >>> model.on_gpu_metrics("h1/GPU-1", "NVIDIA A100-SXM4-40GB", 3.6)
+    >>> model.on_gpu_metrics("h1/GPU-1", "NVIDIA A100-SXM4-40GB", 3.6, event_id="r1", ts_us=0)
     (3.6, 'event')
     >>> model.on_token_usage("h1/GPU-1", "e1", 60_000_000, 6_000).tps
     100.0
@@ -73,6 +73,7 @@ class GpuSnapshot:
     max_ts_us: int | None
     price_per_hour_usd: float
     price_source: str
+    reading: tuple[int, str] | None  # (ts_us, event_id) the price comes from
     entries: tuple[tuple[int, str, int], ...]
 
 
@@ -160,7 +161,9 @@ class _GpuState:
     - eviction: amortised O(1) per event.
     """
 
-    __slots__ = ("base", "cum", "head", "id_set", "ids", "max_ts", "price", "price_source", "ts")
+    __slots__ = (
+        "base", "cum", "head", "id_set", "ids", "max_ts", "price", "price_source", "reading", "ts",
+    )  # fmt: skip
 
     def __init__(self, price: float, price_source: str) -> None:
         self.ts: list[int] = []
@@ -172,6 +175,8 @@ class _GpuState:
         self.max_ts: int | None = None
         self.price = price
         self.price_source = price_source
+        # (ts_us, event_id) of the reading the price comes from; None: no reading yet.
+        self.reading: tuple[int, str] | None = None
 
     def __len__(self) -> int:
         return len(self.ts) - self.head
@@ -235,7 +240,8 @@ class CostModel:
       ``M`` is the newest ts seen for the GPU including ``e``; ``e`` itself is added first
       (unless its ``event_id`` is already retained, or ``e.ts <= M - W - L``);
     - retained: entries with ``ts > M - W - L`` (see :meth:`retained_since_us`);
-    - price: resolved from the GPU's latest gpu.metrics event, default before any.
+    - price: resolved from the GPU's latest gpu.metrics event by ``(ts, event_id)``, default
+      before any.
     """
 
     __slots__ = ("_gpus", "_lateness_us", "_prices", "_window_s", "_window_us")
@@ -284,15 +290,28 @@ class CostModel:
         return state
 
     def on_gpu_metrics(
-        self, gpu_key: str, gpu_name: str | None, price_per_hour_usd: float | None
+        self,
+        gpu_key: str,
+        gpu_name: str | None,
+        price_per_hour_usd: float | None,
+        *,
+        event_id: str,
+        ts_us: int,
     ) -> tuple[float, str]:
-        """Record a gpu.metrics event; returns the resolved ``(price, price_source)``.
+        """Record a gpu.metrics event; returns the reading's resolved ``(price, price_source)``.
 
-        Pass the price *the event carried* (None if it had none), also on a rebuild.
+        Pass the price *the event carried* (None if it had none), also on a rebuild. The GPU's
+        price is that of its latest reading by ``(ts_us, event_id)``, not the last one to
+        arrive: a maximum does not move when a reading is delivered again, so a redelivery
+        cannot change a price, and a rebuild that replays the stored readings (first copies)
+        in any order ends where the uninterrupted run did.
         """
         price, source = self._prices.resolve(price_per_hour_usd, gpu_name)
         state = self._state(gpu_key)
-        state.price, state.price_source = price, source
+        key = (ts_us, event_id)
+        if state.reading is None or key > state.reading:
+            state.reading = key
+            state.price, state.price_source = price, source
         return price, source
 
     def restore_price(self, gpu_key: str, price_per_hour_usd: float, price_source: str) -> None:
@@ -321,13 +340,23 @@ class CostModel:
             raise ValueError(f"tokens must be >= 0, got {tokens}")
 
         state = self._state(gpu_key)
+        if event_id in state.id_set:
+            # A redelivery (or another event under a retained id, which the store will refuse):
+            # cost it, but leave the state as it is, or a later rebuild would differ from it.
+            return self._cost(state, ts_us, tokens, floor=self._floor(state))
         newest = ts_us if state.max_ts is None or ts_us > state.max_ts else state.max_ts
         state.max_ts = newest
         floor = newest - self._window_us - self._lateness_us
         state.evict_through(floor)
-        if ts_us > floor and event_id not in state.id_set:
+        if ts_us > floor:
             state.insert(ts_us, event_id, tokens)
+        return self._cost(state, ts_us, tokens, floor=floor)
 
+    def _floor(self, state: _GpuState) -> int:
+        assert state.max_ts is not None, "a GPU with a retained id has a newest timestamp"
+        return state.max_ts - self._window_us - self._lateness_us
+
+    def _cost(self, state: _GpuState, ts_us: int, tokens: int, *, floor: int) -> TokenCost:
         in_window = state.sum_between(max(ts_us - self._window_us, floor), ts_us)
         tps = in_window / self._window_s
         per_token = cost_per_token(state.price, tps)
@@ -375,5 +404,6 @@ class CostModel:
             max_ts_us=state.max_ts,
             price_per_hour_usd=state.price,
             price_source=state.price_source,
+            reading=state.reading,
             entries=tuple(sorted(state.entries(), key=lambda e: (e[0], e[1]))),
         )

@@ -47,9 +47,16 @@ _INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]]]]]] = {
     # partition has accumulated since it was created.
     GPU_METRICS: [
         ("gpu_key_ts", [("gpu_key", ASCENDING), ("ts_us", ASCENDING)]),
+        # The rebuild asks for a GPU's latest reading by (ts_us, _id) before an offset: walk
+        # this index backwards from the newest; only readings after the offset are skipped.
         (
-            "partition_gpu_offset",
-            [("kafka_partition", ASCENDING), ("gpu_key", ASCENDING), ("kafka_offset", ASCENDING)],
+            "partition_gpu_ts",
+            [
+                ("kafka_partition", ASCENDING),
+                ("gpu_key", ASCENDING),
+                ("ts_us", ASCENDING),
+                ("_id", ASCENDING),
+            ],
         ),
         ("minute", [("minute", ASCENDING)]),
     ],
@@ -186,8 +193,8 @@ class MongoStore:
     ) -> PartitionHistory:
         """Stored events of ``partition`` before ``before_offset`` that a cost window retains.
 
-        For each GPU: its latest gpu_metrics document, and its token events whose ts_us is
-        within ``retain_us`` (window + lateness) of its newest stored token event.
+        For each GPU: its latest gpu_metrics document by ``(ts_us, _id)``, and its token events
+        whose ts_us is within ``retain_us`` (window + lateness) of its newest stored token event.
         """
         if before_offset <= 0:
             # Nothing precedes a partition's first offset: skip the queries. They are not free
@@ -207,7 +214,9 @@ class MongoStore:
             events: list[dict[str, Any]] = []
             for key in sorted(keys):
                 mine = {**scope, "gpu_key": key}
-                reading = gpus.find_one(mine, sort=[("kafka_offset", DESCENDING)])
+                # Latest by event time, as the cost model keeps it (a redelivered older
+                # reading must not win: see CostModel.on_gpu_metrics).
+                reading = gpus.find_one(mine, sort=[("ts_us", DESCENDING), ("_id", DESCENDING)])
                 if reading is not None:
                     latest.append(reading)
                 newest = tokens.find_one(mine, {"ts_us": 1}, sort=[("ts_us", DESCENDING)])

@@ -33,7 +33,7 @@ if (app.getUser(appUser) === null) {
 const indexes = {
   gpu_metrics: [
     { name: "gpu_key_ts", key: { gpu_key: 1, ts_us: 1 } },
-    { name: "partition_gpu_offset", key: { kafka_partition: 1, gpu_key: 1, kafka_offset: 1 } },
+    { name: "partition_gpu_ts", key: { kafka_partition: 1, gpu_key: 1, ts_us: 1, _id: 1 } },
     { name: "minute", key: { minute: 1 } },
   ],
   token_usage: [

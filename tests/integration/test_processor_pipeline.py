@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 from prometheus_client import REGISTRY
+from pymongo import MongoClient
 from pymongo.database import Database
 
 from processor.consumer import PipelineLoop
@@ -223,3 +224,79 @@ def test_poison_timestamps_and_wrong_keys_are_dead_lettered_and_consumption_goes
     wait_for("6 good docs", lambda: count(mongo_db, "token_usage") == 6)
     assert {d["_id"] for d in mongo_db["token_usage"].find()} == {e["event_id"] for e in good}
     assert loop.status().running
+
+
+def test_a_reading_may_share_its_event_id_with_a_token_event_whatever_the_batching(
+    kafka_bootstrap: str, topic: str, mongo_db: Database[dict[str, Any]], loop: PipelineLoop
+) -> None:
+    shared = "00000000-0000-4000-8000-0000000000aa"
+    token = token_event("h5", A100, 1, 10, 10, event_id=shared)
+    reading = {**gpu_event("h5", A100, 2), "event_id": shared}
+    # Same key, one produce call: one partition, and (batch size 100) one batch.
+    produce_events(kafka_bootstrap, topic, [token, reading])
+    wait_for("the token event", lambda: count(mongo_db, "token_usage") == 1)
+    wait_for("the reading", lambda: count(mongo_db, "gpu_metrics") == 1)
+    assert mongo_db["token_usage"].find_one({"_id": shared}) is not None
+    assert mongo_db["gpu_metrics"].find_one({"_id": shared}) is not None
+
+
+def test_a_redelivered_reading_prices_later_tokens_the_same_live_and_after_a_restart(
+    kafka_bootstrap: str,
+    topic: str,
+    settings: ProcessorSettings,
+    mongo_client: MongoClient[dict[str, Any]],
+    mongo_db: Database[dict[str, Any]],
+) -> None:
+    """Readings A (1.0 $/h), tokens, B (2.0 $/h), tokens, A again (same bytes), tokens."""
+    reading_a = gpu_event("h6", A100, 0, price_per_hour_usd=1.0)
+    first = [
+        reading_a,
+        token_event("h6", A100, 1, 30, 30),
+        gpu_event("h6", A100, 2, price_per_hour_usd=2.0),
+        token_event("h6", A100, 3, 30, 30),
+        dict(reading_a),
+    ]
+    last = token_event("h6", A100, 4, 30, 30)
+    produce_events(kafka_bootstrap, topic, first)
+    dups = "pipeline_events_duplicate_total"
+    dups_before = _sample(dups, {"collection": "gpu_metrics"})
+
+    # Restarted: one replica takes the first five, stops (commits), a new one takes the last.
+    store = MongoStore(settings.mongo_url.get_secret_value(), settings.mongo_db)
+    try:
+        before_restart = PipelineLoop(settings, store)
+        before_restart.start()
+        wait_for("A's redelivery seen", lambda: _sample(dups, {"collection": "gpu_metrics"})
+                 >= dups_before + 1)  # fmt: skip
+        before_restart.stop()
+        produce_events(kafka_bootstrap, topic, [last])
+        after_restart = PipelineLoop(settings, store)
+        after_restart.start()
+        wait_for("3 token docs", lambda: count(mongo_db, "token_usage") == 3)
+        after_restart.stop()
+    finally:
+        store.close()
+
+    # Straight through: the whole log, from the start, into another database.
+    straight_db = mongo_client[f"{mongo_db.name}-straight"]
+    straight = settings.model_copy(update={"kafka_group_id": f"{settings.kafka_group_id}-2",
+                                           "mongo_db": straight_db.name})  # fmt: skip
+    store = MongoStore(straight.mongo_url.get_secret_value(), straight.mongo_db)
+    try:
+        through = PipelineLoop(straight, store)
+        through.start()
+        wait_for("3 token docs", lambda: count(straight_db, "token_usage") == 3)
+        through.stop()
+        uninterrupted = straight_db["token_usage"].find_one({"_id": last["event_id"]})
+    finally:
+        store.close()
+        mongo_client.drop_database(straight_db.name)
+
+    restarted = mongo_db["token_usage"].find_one({"_id": last["event_id"]})
+    assert restarted is not None
+    assert uninterrupted is not None
+    # B is the latest reading; A's redelivery must not bring 1.0 $/h back.
+    assert restarted["price_per_hour_usd"] == 2.0
+    assert uninterrupted["price_per_hour_usd"] == 2.0
+    for name in ("tps", "price_source", "cost_per_token", "cost_usd"):
+        assert restarted[name] == uninterrupted[name], name

@@ -31,7 +31,7 @@ def model(
 def test_worked_example() -> None:
     """3.60 $/h, 6,000 tokens in the 60 s up to e -> tps 100 -> 1e-5 $/token -> 0.0025 $."""
     m = model()
-    assert m.on_gpu_metrics(GPU, A100, 3.60) == (3.6, "event")
+    assert m.on_gpu_metrics(GPU, A100, 3.60, event_id="r", ts_us=T0) == (3.6, "event")
     # 5,750 tokens earlier in the window, then e itself with 250: 6,000 in (e.ts - 60 s, e.ts].
     for i in range(23):
         m.on_token_usage(GPU, f"before-{i}", T0 + i * S, 250)
@@ -148,26 +148,69 @@ def test_fractional_window_seconds_are_exact_microseconds() -> None:
 def test_price_change_mid_stream() -> None:
     m = model()
     assert m.on_token_usage(GPU, "t0", T0, 60).price_source == "default"
-    m.on_gpu_metrics(GPU, A100, 3.6)
+    m.on_gpu_metrics(GPU, A100, 3.6, event_id="r1", ts_us=T0 + S // 2)
     first = m.on_token_usage(GPU, "t1", T0 + S, 60)
     assert (first.price_per_hour_usd, first.price_source) == (3.6, "event")
     assert first.cost_per_token == pytest.approx((3.6 / 3600) / 2.0, rel=1e-12)
-    m.on_gpu_metrics(GPU, A100, 7.2)
+    m.on_gpu_metrics(GPU, A100, 7.2, event_id="r2", ts_us=T0 + 3 * S // 2)
     second = m.on_token_usage(GPU, "t2", T0 + 2 * S, 60)
     assert (second.price_per_hour_usd, second.price_source) == (7.2, "event")
     assert second.cost_per_token == pytest.approx((7.2 / 3600) / 3.0, rel=1e-12)
     # A later reading without a price of its own falls back to the map / default again.
-    assert m.on_gpu_metrics(GPU, A100, None) == (0.85, "default")
+    assert m.on_gpu_metrics(GPU, A100, None, event_id="r3", ts_us=T0 + 5 * S // 2) == (
+        0.85,
+        "default",
+    )
     assert m.on_token_usage(GPU, "t3", T0 + 3 * S, 60).price_per_hour_usd == 0.85
+
+
+def test_a_redelivered_reading_does_not_change_the_price() -> None:
+    """Readings A (1.0 $/h), B (2.0 $/h), then A again with the same bytes: B's price stays,
+    as a rebuild from the stored readings (A and B once each) would have it."""
+    m = model()
+    m.on_gpu_metrics(GPU, A100, 1.0, event_id="A", ts_us=T0)
+    assert m.on_token_usage(GPU, "t1", T0 + S, 60).price_per_hour_usd == 1.0
+    m.on_gpu_metrics(GPU, A100, 2.0, event_id="B", ts_us=T0 + 2 * S)
+    assert m.on_token_usage(GPU, "t2", T0 + 3 * S, 60).price_per_hour_usd == 2.0
+    # The redelivered reading still reports its own resolved price (for its document) ...
+    assert m.on_gpu_metrics(GPU, A100, 1.0, event_id="A", ts_us=T0) == (1.0, "event")
+    # ... but the GPU keeps the latest one's: 2.0 $/h over 180 tokens in 60 s.
+    last = m.on_token_usage(GPU, "t3", T0 + 4 * S, 60)
+    assert last.price_per_hour_usd == 2.0
+    assert last.cost_per_token == pytest.approx((2.0 / 3600) / 3.0, rel=1e-12)
+    # A late, new reading (older ts than B) does not win either; a newer one does; an equal
+    # ts is settled by event_id, so the order of arrival never matters.
+    m.on_gpu_metrics(GPU, A100, 9.0, event_id="C", ts_us=T0 + S)
+    assert m.on_token_usage(GPU, "t4", T0 + 5 * S, 0).price_per_hour_usd == 2.0
+    m.on_gpu_metrics(GPU, A100, 3.0, event_id="Z", ts_us=T0 + 2 * S)
+    assert m.on_token_usage(GPU, "t5", T0 + 5 * S, 0).price_per_hour_usd == 3.0
+    m.on_gpu_metrics(GPU, A100, 4.0, event_id="D", ts_us=T0 + 2 * S)
+    assert m.on_token_usage(GPU, "t6", T0 + 5 * S, 0).price_per_hour_usd == 3.0
+
+
+def test_a_token_event_under_a_retained_id_leaves_the_state_alone() -> None:
+    m = model()
+    m.on_token_usage(GPU, "a", T0, 600)
+    before = m.snapshot(GPU)
+    # Same id, a later ts: it must not move the GPU's newest ts (and with it the floor).
+    again = m.on_token_usage(GPU, "a", T0 + 1_000 * S, 60)
+    assert m.snapshot(GPU) == before
+    assert again.tps == 0.0  # its own window holds nothing: "a" at T0 is far below it
 
 
 def test_price_map_by_gpu_name_and_default() -> None:
     m = model(default=0.85, by_name={A100: 3.2, "NVIDIA H100 80GB HBM3": 0.0})
-    assert m.on_gpu_metrics("h/g1", A100, None) == (3.2, "price_map")
-    assert m.on_gpu_metrics("h/g2", "NVIDIA L4", None) == (0.85, "default")
-    assert m.on_gpu_metrics("h/g3", None, None) == (0.85, "default")
-    assert m.on_gpu_metrics("h/g4", "NVIDIA H100 80GB HBM3", None) == (0.0, "price_map")
-    assert m.on_gpu_metrics("h/g5", A100, 1.5) == (1.5, "event")  # the event wins
+    assert m.on_gpu_metrics("h/g1", A100, None, event_id="r", ts_us=T0) == (3.2, "price_map")
+    assert m.on_gpu_metrics("h/g2", "NVIDIA L4", None, event_id="r", ts_us=T0) == (0.85, "default")
+    assert m.on_gpu_metrics("h/g3", None, None, event_id="r", ts_us=T0) == (0.85, "default")
+    assert m.on_gpu_metrics("h/g4", "NVIDIA H100 80GB HBM3", None, event_id="r", ts_us=T0) == (
+        0.0,
+        "price_map",
+    )
+    assert m.on_gpu_metrics("h/g5", A100, 1.5, event_id="r", ts_us=T0) == (
+        1.5,
+        "event",
+    )  # the event wins
     c1 = m.on_token_usage("h/g1", "a", T0, 60)
     assert (c1.price_per_hour_usd, c1.price_source) == (3.2, "price_map")
     c2 = m.on_token_usage("h/g2", "b", T0, 60)
@@ -283,6 +326,7 @@ def test_window_never_reaches_below_the_retention_floor() -> None:
         max_ts_us=T0 + 90 * S,
         price_per_hour_usd=0.85,
         price_source="default",
+        reading=None,
         entries=((T0 + 70 * S, "d", 100), (T0 + 90 * S, "c", 100)),
     )
 
@@ -310,7 +354,7 @@ def test_duplicate_of_an_evicted_event_is_not_added_again() -> None:
 
 def test_forget_drops_state() -> None:
     m = model()
-    m.on_gpu_metrics(GPU, A100, 3.6)
+    m.on_gpu_metrics(GPU, A100, 3.6, event_id="r", ts_us=T0)
     m.on_token_usage(GPU, "a", T0, 600)
     m.on_token_usage("other/GPU", "b", T0, 600)
     m.forget([GPU, "never-seen"])
@@ -324,7 +368,7 @@ def test_forget_drops_state() -> None:
 def test_retained_since_us() -> None:
     m = model(window_s=60, lateness_s=300)
     assert m.retained_since_us(GPU) is None
-    m.on_gpu_metrics(GPU, A100, None)
+    m.on_gpu_metrics(GPU, A100, None, event_id="r", ts_us=T0)
     assert m.retained_since_us(GPU) is None  # no token event yet
     m.on_token_usage(GPU, "a", T0, 1)
     m.on_token_usage(GPU, "b", T0 - 10 * S, 1)
@@ -373,13 +417,22 @@ def seeded_stream(n: int = 5_000, seed: int = 20_240_601) -> list[Event]:
     clock = dict.fromkeys(gpus, T0)
     events: list[Event] = []
     tokens_sent: list[Event] = []
+    readings_sent: list[Event] = []
     for offset in range(n):
         gpu = rng.choice(gpus)
         roll = rng.random()
         if roll < 0.05:
             price = rng.choice([None, 1.25, 3.6, 0.0])
             name = rng.choice(names)
-            events.append(Event(offset, "gpu", gpu, f"m{offset}", gpu_name=name, price=price))
+            at = clock[gpu] + rng.randint(-5 * S, S)  # readings arrive out of order too
+            reading = Event(offset, "gpu", gpu, f"m{offset}", at, gpu_name=name, price=price)
+            events.append(reading)
+            readings_sent.append(reading)
+            continue
+        if roll < 0.06 and readings_sent:  # a reading delivered again, after newer ones
+            old = rng.choice(readings_sent[-20:])
+            events.append(Event(offset, "gpu", old.gpu_key, old.event_id, old.ts_us,
+                                gpu_name=old.gpu_name, price=old.price))  # fmt: skip
             continue
         if roll < 0.09 and tokens_sent:  # Kafka redelivery / producer duplicate
             old = rng.choice(tokens_sent[-400:])
@@ -398,7 +451,7 @@ def seeded_stream(n: int = 5_000, seed: int = 20_240_601) -> list[Event]:
 
 def apply(m: CostModel, e: Event) -> TokenCost | tuple[float, str]:
     if e.kind == "gpu":
-        return m.on_gpu_metrics(e.gpu_key, e.gpu_name, e.price)
+        return m.on_gpu_metrics(e.gpu_key, e.gpu_name, e.price, event_id=e.event_id, ts_us=e.ts_us)
     return m.on_token_usage(e.gpu_key, e.event_id, e.ts_us, e.tokens)
 
 
@@ -415,8 +468,16 @@ def rebuild(events: list[Event], resume: int, window_s: float, lateness_s: float
         if d.kind == "token":
             newest[d.gpu_key] = max(newest.get(d.gpu_key, d.ts_us), d.ts_us)
     for d in docs:
-        if d.kind == "gpu" or d.ts_us > fresh.retention_floor_us(newest[d.gpu_key]):
+        if d.kind == "token" and d.ts_us > fresh.retention_floor_us(newest[d.gpu_key]):
             apply(fresh, d)
+    # MongoStore.partition_history: each GPU's latest stored reading by (ts_us, event_id).
+    latest: dict[str, Event] = {}
+    for d in docs:
+        if d.kind == "gpu" and (d.gpu_key not in latest or (d.ts_us, d.event_id) > (
+            latest[d.gpu_key].ts_us, latest[d.gpu_key].event_id)):  # fmt: skip
+            latest[d.gpu_key] = d
+    for d in latest.values():
+        apply(fresh, d)
     return fresh
 
 
