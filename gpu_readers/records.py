@@ -13,11 +13,11 @@ import math
 import re
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from typing import Any, Final, Protocol
 
-from schemas.contracts import GPU_METRICS_V1, load_schema
+from schemas.contracts import GPU_METRICS_V1, format_ts, load_schema
 
 __all__ = [
     "METRIC_FIELDS",
@@ -28,7 +28,6 @@ __all__ = [
     "GpuReading",
     "GpuSource",
     "check_host",
-    "format_ts",
     "to_event",
 ]
 
@@ -97,14 +96,6 @@ def check_host(host: str) -> str:
     if not isinstance(host, str) or not _HOST_RE.fullmatch(host):
         raise ValueError(f"host {host!r} must be 1-253 characters with no '/' or whitespace")
     return host
-
-
-def format_ts(moment: datetime) -> str:
-    """RFC 3339 UTC with 'Z' and milliseconds; a naive datetime is taken to be UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    text = moment.astimezone(UTC).isoformat(timespec="milliseconds")
-    return text.removesuffix("+00:00") + "Z"
 
 
 @cache

@@ -84,7 +84,12 @@ def _parse_timestamp(text: str) -> datetime:
         parsed = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ValueError(f"timestamp: not a date and time: {text!r}") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-01:00 is past year 9999 in UTC
+        raise ValueError(f"timestamp: cannot be converted to UTC: {text!r}") from None
 
 
 def parse_smi_log(text: str, host: str) -> Iterator[dict[str, Any]]:

@@ -1,77 +1,60 @@
-"""The consume loop: Kafka batch -> validate -> cost -> one bulk write -> commit.
+"""The consume loop: Kafka batch -> price -> one bulk write -> dead letters -> commit.
 
     >>> loop = PipelineLoop(settings, store)
     >>> loop.start()          # its own thread; the HTTP server keeps the event loop
     >>> loop.status()         # what /health reports
     >>> loop.stop()           # finish the batch, commit, leave the group
 
-Guarantees (DESIGN.md): offsets are committed only after the batch is durably written and its
-dead letters flushed; MongoDB's `_id = event_id` turns redelivery into "already stored".
-If MongoDB (or the dead-letter topic) fails, the batch's partitions forget their cost state,
-the assignment is paused (we keep polling so the group does not evict us), and the kept batch
-is processed again once the dependency answers, after rebuilding state from what is stored.
+States (one method each): **consuming** (`_consume`), **degraded** (`_wait_degraded`: the
+assignment is paused, we keep polling so the group does not evict us), **recovering**
+(`_recover`: the dependency answers again, the kept batch is delivered), **stopping** (the
+`finally` of `_run`). Delivery (`_deliver`) is the guarantee of DESIGN.md, in this order:
+cost every message, write the batch, send its dead letters, commit its offsets. Nothing is
+committed before it is stored or dead-lettered; MongoDB's `_id = event_id` turns the
+redelivery of an uncommitted batch into "already stored".
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any, Final
 
-import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from tenacity import (
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_when_event_set,
+    wait_exponential,
+)
 
 from processor import metrics
 from processor.cost import CostModel, PriceBook
-from processor.documents import (
-    GPU_METRICS,
-    TOKEN_USAGE,
-    gpu_metrics_doc,
-    to_ts_us,
-    token_usage_doc,
-)
-from processor.exceptions import ProcessorError, StoreUnavailable
+from processor.dead_letters import DeadLetters, Letter
+from processor.exceptions import DeadLetterUnavailable, StoreUnavailable
+from processor.offsets import Offsets
+from processor.pricing import BatchPlan, Pricer, Rejected, key_repr
 from processor.settings import ProcessorSettings
-from processor.store import MongoStore
-from schemas.contracts import GPU_METRICS_V1, ContractViolation, decode, kafka_key
+from processor.store import MongoStore, WriteResult
 
 __all__ = ["LoopStatus", "PipelineLoop"]
 
 log = logging.getLogger(__name__)
 
-# Bound on flushing dead letters before a commit; beyond it the batch is retried, never
-# committed with its dead letters unsent.
-_DLQ_FLUSH_S: Final = 15.0
 # A loop that has not come back from consume() for this long is reported as stuck.
 _STUCK_AFTER_S: Final = 60.0
 _FIRST_BACKOFF_S: Final = 0.5
-# Commit answers that mean "the group moved on", not "Kafka is down".
-_REBALANCE_COMMIT_ERRORS: Final = frozenset(
-    {
-        KafkaError.ILLEGAL_GENERATION,
-        KafkaError.REBALANCE_IN_PROGRESS,
-        KafkaError.UNKNOWN_MEMBER_ID,
-        KafkaError._STATE,
-    }
-)
+# While paused, consume() only serves rebalances and group heartbeats: no hurry.
+_PAUSED_POLL_S: Final = 0.2
 
 
-class DeadLetterUnavailable(ProcessorError):
-    """The dead-letter topic did not take a record in time."""
-
-
-class _Unusable(Exception):
-    """One message that cannot become a stored document; it goes to the dead-letter topic."""
-
-    def __init__(self, reason: str, label: str) -> None:
-        super().__init__(reason)
-        self.reason, self.label = reason, label
+class _Stopped(RetryError):
+    """Asked to stop before MongoDB answered."""
 
 
 @dataclass(frozen=True)
@@ -86,12 +69,6 @@ class LoopStatus:
     degraded_reason: str | None
     kafka_error: str | None
     batches: int
-
-
-@dataclass
-class _Batch:
-    messages: list[Message]
-    first_offsets: dict[int, int] = field(default_factory=dict)
 
 
 class PipelineLoop:
@@ -109,27 +86,23 @@ class PipelineLoop:
         self._store = store
         self._consumer_factory = consumer_factory
         self._producer_factory = producer_factory
-        self._model = CostModel(
+        model = CostModel(
             PriceBook(settings.price_per_hour_usd, settings.price_map()),
             window_s=settings.cost_window_s,
             lateness_s=settings.cost_lateness_s,
         )
-        # The model's own rounding of W and L: a rebuild must reload exactly what it retains.
-        self._retain_us = self._model.window_us + self._model.lateness_us
+        self._pricer = Pricer(model, max_message_bytes=settings.max_message_bytes)
+        self._offsets = Offsets(settings.kafka_topic)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        # Partition state, touched only by the loop thread (rebalance callbacks run inside
-        # consume(), on that same thread).
-        self._assigned: set[int] = set()
+        # Touched only by the loop thread (rebalance callbacks run inside consume(), there).
         self._needs_rebuild: set[int] = set()
-        self._keys_by_partition: dict[int, set[str]] = defaultdict(set)
-        self._uncommitted: dict[int, int] = {}  # next offsets whose commit a rebalance refused
-        # Next offsets we committed ourselves, per owned partition: the owner is the only one
-        # committing a partition, so the lag needs no broker round trip once it has committed.
-        self._committed: dict[int, int] = {}
-        self._kept: _Batch | None = None
+        self._kept: list[Message] = []  # a batch not yet delivered, while degraded
+        self._backoff = _FIRST_BACKOFF_S
+        self._next_retry = 0.0
+        self._next_lag = 0.0
         # Shared with the HTTP threads under self._lock.
+        self._lock = threading.Lock()
         self._lag: dict[int, int] = {}
         self._assigned_snapshot: list[int] = []
         self._degraded: str | None = None
@@ -168,14 +141,17 @@ class PipelineLoop:
                 batches=self._batches,
             )
 
-    # --- the loop -----------------------------------------------------------------------
+    # --- the states ---------------------------------------------------------------------
 
     def _run(self) -> None:
         s = self._settings
         consumer = self._consumer_factory({**s.consumer_config(), "error_cb": self._on_kafka_error})
-        dlq = self._producer_factory({**s.dlq_producer_config(), "error_cb": self._on_kafka_error})
+        producer = self._producer_factory(
+            {**s.dlq_producer_config(), "error_cb": self._on_kafka_error}
+        )
+        letters = DeadLetters(producer, s.kafka_dlq_topic)
         try:
-            if not self._ensure_indexes():
+            if not self._prepare_store():
                 return
             consumer.subscribe(
                 [s.kafka_topic],
@@ -183,371 +159,215 @@ class PipelineLoop:
                 on_revoke=self._on_revoke,
                 on_lost=self._on_revoke,
             )
-            next_lag = 0.0
-            backoff = _FIRST_BACKOFF_S
-            next_retry = 0.0
             while not self._stop.is_set():
-                if self._degraded is not None:
-                    if time.monotonic() >= next_retry:
-                        if self._try_recover(consumer, dlq):
-                            backoff = _FIRST_BACKOFF_S
-                            continue  # resumed: back to normal consumption
-                        next_retry = time.monotonic() + backoff
-                        backoff = min(backoff * 2, s.store_retry_max_s)
-                    # Keep polling while paused: it serves rebalances and keeps us in the group.
-                    self._absorb(consumer, consumer.consume(s.consume_batch_size, 0.2))
-                    continue
-                messages = consumer.consume(s.consume_batch_size, s.consume_timeout_s)
-                self._touch()
-                if messages:
-                    self._process(consumer, dlq, _Batch(messages))
-                elif self._uncommitted:
-                    self._retry_commits(consumer)
-                if time.monotonic() >= next_lag:
-                    self._refresh_lag(consumer)
-                    next_lag = time.monotonic() + s.lag_interval_s
+                if self._degraded is None:
+                    self._consume(consumer, letters)
+                else:
+                    self._wait_degraded(consumer, producer, letters)
         except Exception as exc:  # the loop must never die silently; /health reports it
             log.exception("consume loop crashed")
             with self._lock:
                 self._crashed = f"consume loop crashed: {exc!r}"
-        finally:
+        finally:  # stopping: what was delivered is committed; flush, leave the group
             try:
-                dlq.flush(_DLQ_FLUSH_S)
+                producer.flush(5.0)
             finally:
                 consumer.close()
             log.info("consume loop stopped")
 
-    def _ensure_indexes(self) -> bool:
-        """Create indexes before consuming; while MongoDB is down, report it and retry."""
-        backoff = _FIRST_BACKOFF_S
-        while not self._stop.is_set():
-            self._touch()
-            try:
-                self._store.ensure_indexes()
-            except StoreUnavailable as exc:
-                metrics.STORE_UP.set(0)
-                with self._lock:
-                    self._degraded, self._degraded_reason = "mongodb", str(exc)
-                log.error("cannot prepare MongoDB, retrying in %.1fs: %s", backoff, exc)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self._settings.store_retry_max_s)
-                continue
-            metrics.STORE_UP.set(1)
-            with self._lock:
-                self._degraded = self._degraded_reason = None
-            return True
-        return False
+    def _consume(self, consumer: Consumer, letters: DeadLetters) -> None:
+        s = self._settings
+        messages = consumer.consume(s.consume_batch_size, s.consume_timeout_s)
+        self._touch()
+        if messages:
+            self._process(consumer, letters, messages)
+        elif self._offsets.deferred:
+            self._offsets.retry_deferred(consumer)
+        if time.monotonic() >= self._next_lag:
+            self._refresh_lag(consumer)
+            self._next_lag = time.monotonic() + s.lag_interval_s
 
-    def _touch(self) -> None:
-        with self._lock:
-            self._last_poll = time.monotonic()
-
-    def _absorb(self, consumer: Consumer, messages: list[Message]) -> None:
-        """Messages that arrive while degraded join the kept batch (same partition order)."""
+    def _wait_degraded(self, consumer: Consumer, producer: Producer, letters: DeadLetters) -> None:
+        if time.monotonic() >= self._next_retry:
+            if self._recover(consumer, producer, letters):
+                self._backoff = _FIRST_BACKOFF_S
+                return
+            # Exponential backoff: a store that is down is asked less and less often.
+            self._next_retry = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, self._settings.store_retry_max_s)
+        # Keep polling while paused: it serves rebalances and keeps us in the group. What
+        # arrives joins the kept batch, in partition order.
+        messages = consumer.consume(self._settings.consume_batch_size, _PAUSED_POLL_S)
         self._touch()
         consumer.pause(consumer.assignment())
-        if messages:
-            if self._kept is None:
-                self._kept = _Batch([])
-            self._kept.messages.extend(messages)
+        self._kept.extend(messages)
 
-    def _process(self, consumer: Consumer, dlq: Producer, batch: _Batch) -> None:
+    def _recover(self, consumer: Consumer, producer: Producer, letters: DeadLetters) -> bool:
         try:
-            self._handle(consumer, dlq, batch)
+            self._store.ping()
+            producer.list_topics(self._settings.kafka_dlq_topic, timeout=2.0)
+        except (StoreUnavailable, KafkaException) as exc:
+            log.info("still degraded: %s", exc)
+            return False
+        kept, self._kept = self._kept, []
+        self._set_degraded(None, None)
+        metrics.STORE_UP.set(1)
+        log.info("dependencies answer again; resuming")
+        owned = [m for m in kept if _partition(m) in self._offsets.assigned]
+        if owned:
+            self._process(consumer, letters, owned)
+        if self._degraded is not None:
+            return False
+        consumer.resume(consumer.assignment())
+        return True
+
+    def _process(self, consumer: Consumer, letters: DeadLetters, batch: list[Message]) -> None:
+        try:
+            self._deliver(consumer, letters, batch)
         except StoreUnavailable as exc:
             self._degrade(consumer, batch, "mongodb", str(exc))
         except (DeadLetterUnavailable, KafkaException) as exc:
             self._degrade(consumer, batch, "kafka", str(exc))
 
-    def _handle(self, consumer: Consumer, dlq: Producer, batch: _Batch) -> None:
-        valid: list[Message] = []
-        for msg in batch.messages:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume error code=%s reason=%s", err.code(), err.str())
-                continue
-            batch.first_offsets.setdefault(_partition(msg), _offset(msg))
-            valid.append(msg)
-        if not valid:
+    # --- delivery: cost -> write -> dead letters -> commit ------------------------------
+
+    def _deliver(self, consumer: Consumer, letters: DeadLetters, batch: list[Message]) -> None:
+        records = [m for m in batch if _usable(m)]
+        if not records:
             return
-        for partition, first in sorted(batch.first_offsets.items()):
-            if partition in self._needs_rebuild:
-                self._rebuild(partition, first)
+        self._rebuild_new_partitions(records)
+        plan = self._pricer.plan(records)
+        result = self._store.write(plan.docs)
+        dead = self._letters(plan, result)
+        letters.send(dead)
+        self._offsets.commit(consumer, _next_offsets(records))
+        self._count(plan, result, dead, len(batch))
 
-        docs: dict[str, list[dict[str, Any]]] = {GPU_METRICS: [], TOKEN_USAGE: []}
-        origin: dict[tuple[str, str], Message] = {}
-        dead: list[tuple[Message, str, str]] = []
-        for msg in valid:
-            try:
-                collection, doc = self._document(msg)
-            except _Unusable as exc:
-                dead.append((msg, exc.reason, exc.label))
-                continue
-            # Ids are unique per contract (= per collection), as MongoDB's _id index is: a
-            # reading may share an event_id with a token event whatever the batching.
-            if (collection, doc["_id"]) in origin:
-                # Unordered inserts may apply either copy; keep the first, as a replay would.
-                metrics.EVENTS_DUPLICATE.labels(collection).inc()
-                continue
-            origin[(collection, doc["_id"])] = msg
-            docs[collection].append(doc)
+    def _rebuild_new_partitions(self, records: list[Message]) -> None:
+        """A newly owned partition's cost state comes from the store before its first cost."""
+        first: dict[int, int] = {}
+        for m in records:
+            first.setdefault(_partition(m), _offset(m))
+        for partition in sorted(first.keys() & self._needs_rebuild):
+            history = self._store.partition_history(
+                partition, first[partition], self._pricer.retain_us
+            )
+            gpus = self._pricer.rebuild(partition, history)
+            self._needs_rebuild.discard(partition)
+            metrics.PARTITION_REBUILDS.inc()
+            log.info(
+                "rebuilt cost state partition=%d before_offset=%d gpus=%d token_events=%d",
+                partition, first[partition], gpus, len(history.token_events),
+            )  # fmt: skip
 
-        stored_at = time.time()
-        stamp = datetime.fromtimestamp(stored_at, UTC)
-        for collection_docs in docs.values():
-            for doc in collection_docs:
-                doc["stored_at"] = stamp  # for end-to-end latency; not part of the cost
-        started = time.perf_counter()
-        result = self._store.write(docs)
-        metrics.WRITE_LATENCY.observe(time.perf_counter() - started)
-        metrics.STORE_UP.set(1)
-        for (collection, doc_id), reason in result.rejected.items():
-            msg = origin[(collection, doc_id)]
-            dead.append((msg, f"store rejected: {reason}", _claimed_schema(msg.value())))
-        self._send_dead_letters(dlq, dead)
-        self._commit(consumer, batch)
+    def _letters(self, plan: BatchPlan, result: WriteResult) -> list[Letter]:
+        topic = self._settings.kafka_topic
+        out = []
+        for rejected in plan.rejected:
+            _log_rejected(rejected)
+            out.append(Letter(rejected.record, rejected.reason, rejected.schema, topic))
+        for ident, reason in result.rejected.items():
+            priced = plan.origin[ident]
+            reason = f"store rejected: {reason}"
+            out.append(Letter(priced.record, reason, priced.doc["schema"], topic))
+        return out
 
+    def _count(
+        self, plan: BatchPlan, result: WriteResult, letters: list[Letter], batch_size: int
+    ) -> None:
+        """Metrics of a delivered batch (after the commit: a redelivery is not double counted
+        in the end-to-end latency, and the counters say what is durable)."""
+        for schema, n in plan.consumed.items():
+            metrics.EVENTS_CONSUMED.labels(schema).inc(n)
+        for rejected in plan.rejected:
+            counter = (
+                metrics.EVENTS_UNPROCESSABLE if rejected.kind == "unprocessable"
+                else metrics.EVENTS_INVALID
+            )  # fmt: skip
+            counter.labels(rejected.schema).inc()
+        for letter in letters:
+            metrics.DEAD_LETTERED.labels(letter.schema).inc()
         for collection, n in result.inserted.items():
             metrics.EVENTS_WRITTEN.labels(collection).inc(n)
-        for collection, n in result.duplicates.items():
+        for collection, n in (result.duplicates + plan.in_batch_duplicates).items():
             metrics.EVENTS_DUPLICATE.labels(collection).inc(n)
-        metrics.BATCH_SIZE.observe(len(batch.messages))
-        for collection_docs in docs.values():
-            for doc in collection_docs:
-                metrics.END_TO_END_LATENCY.observe(max(0.0, stored_at - doc["ts_us"] / 1e6))
+        metrics.BATCH_SIZE.observe(batch_size)
+        metrics.WRITE_LATENCY.observe(result.seconds)
+        for doc in plan.documents():
+            metrics.END_TO_END_LATENCY.observe(max(0.0, result.stored_at - doc["ts_us"] / 1e6))
+        metrics.STORE_UP.set(1)
         with self._lock:
             self._batches += 1
             self._kafka_error = None
 
-    def _document(self, msg: Message) -> tuple[str, dict[str, Any]]:
-        """Decode, check the key, price and build the stored document of one message.
-
-        Raises _Unusable for anything that cannot become a document: a contract violation,
-        a key that is not the event's ``host/gpu_uuid``, or any error of the cost model or
-        the document builder on this one value. One message never stops the loop.
-        """
-        raw = msg.value()
-        try:
-            event = decode(raw, max_bytes=self._settings.max_message_bytes)
-        except ContractViolation as exc:
-            label = _claimed_schema(raw)
-            metrics.EVENTS_CONSUMED.labels(label).inc()
-            raise self._reject(msg, "invalid", str(exc), label) from None
-        label = event["schema"]
-        metrics.EVENTS_CONSUMED.labels(label).inc()
-        key = kafka_key(event)
-        if msg.key() != key.encode():
-            # The key picks the partition, and the partition's owner holds the GPU's cost
-            # state: an event of one GPU under another key would be priced by two replicas.
-            reason = f"key {_key_repr(msg)} is not the event's host/gpu_uuid {key!r}"
-            raise self._reject(msg, "bad_key", reason, label)
-        partition, offset = _partition(msg), _offset(msg)
-        self._keys_by_partition[partition].add(key)  # before the model may keep any state
-        try:
-            ts_us = to_ts_us(event["ts"])
-            if label == GPU_METRICS_V1:
-                price = self._model.on_gpu_metrics(
-                    key, event["gpu_name"], event.get("price_per_hour_usd"),
-                    event_id=event["event_id"], ts_us=ts_us,
-                )  # fmt: skip
-                doc = gpu_metrics_doc(
-                    event, ts_us=ts_us, price=price, partition=partition, offset=offset
-                )
-                collection = GPU_METRICS
-            else:
-                tokens = int(event["input_tokens"]) + int(event["output_tokens"])
-                cost = self._model.on_token_usage(key, event["event_id"], ts_us, tokens)
-                doc = token_usage_doc(
-                    event, ts_us=ts_us, cost=cost, partition=partition, offset=offset
-                )
-                collection = TOKEN_USAGE
-        except Exception as exc:  # a bug or a corner the contract missed: this value only
-            log.exception(
-                "cannot process event partition=%d offset=%d key=%s event_id=%s",
-                partition, offset, _key_repr(msg), event.get("event_id"),
-            )  # fmt: skip
-            raise self._reject(msg, "unprocessable", f"cannot process: {exc!r}", label) from None
-        return collection, doc
-
-    @staticmethod
-    def _reject(msg: Message, kind: str, reason: str, label: str) -> _Unusable:
-        if kind == "unprocessable":  # logged with its traceback by the caller
-            metrics.EVENTS_UNPROCESSABLE.labels(label).inc()
-        else:
-            metrics.EVENTS_INVALID.labels(label).inc()
-            log.warning(
-                "%s event partition=%d offset=%d key=%s reason=%r",
-                kind.replace("_", " "), _partition(msg), _offset(msg), _key_repr(msg), reason[:300],
-            )  # fmt: skip
-        return _Unusable(reason, label)
-
-    def _rebuild(self, partition: int, before_offset: int) -> None:
-        """Restore a newly owned partition's cost state from what is already stored."""
-        history = self._store.partition_history(partition, before_offset, self._retain_us)
-        for doc in history.token_events:
-            self._keys_by_partition[partition].add(doc["gpu_key"])
-            self._model.on_token_usage(doc["gpu_key"], str(doc["_id"]), doc["ts_us"], doc["tokens"])
-        for doc in history.latest_gpu_metrics:
-            self._keys_by_partition[partition].add(doc["gpu_key"])
-            self._model.on_gpu_metrics(
-                doc["gpu_key"], doc.get("gpu_name"), doc.get("event_price_per_hour_usd"),
-                event_id=str(doc["_id"]), ts_us=doc["ts_us"],
-            )  # fmt: skip
-        self._needs_rebuild.discard(partition)
-        metrics.PARTITION_REBUILDS.inc()
-        log.info(
-            "rebuilt cost state partition=%d before_offset=%d gpus=%d token_events=%d",
-            partition, before_offset, len(self._keys_by_partition[partition]),
-            len(history.token_events),
-        )  # fmt: skip
-
-    def _send_dead_letters(self, dlq: Producer, dead: list[tuple[Message, str, str]]) -> None:
-        if not dead:
-            return
-        failures: list[str] = []
-
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                failures.append(str(err))
-
-        for msg, reason, label in dead:
-            headers: list[tuple[str, str | bytes | None]] = [
-                ("dlq.reason", reason[:2000].encode()),
-                ("dlq.schema", label.encode()),
-                ("dlq.source.topic", (msg.topic() or "").encode()),
-                ("dlq.source.partition", str(_partition(msg)).encode()),
-                ("dlq.source.offset", str(_offset(msg)).encode()),
-            ]
-            while True:
-                try:
-                    dlq.produce(
-                        self._settings.kafka_dlq_topic,
-                        key=msg.key(),
-                        value=msg.value(),
-                        headers=headers,
-                        on_delivery=delivered,
-                    )
-                    break
-                except BufferError:
-                    dlq.poll(0.1)  # local queue full: back-pressure, never a dropped letter
-        remaining = dlq.flush(_DLQ_FLUSH_S)
-        if remaining or failures:
-            raise DeadLetterUnavailable(
-                f"dead-letter topic {self._settings.kafka_dlq_topic} did not take "
-                f"{remaining or len(failures)} record(s): {failures[:1] or 'flush timed out'}"
-            )
-        for _msg, _reason, label in dead:
-            metrics.DEAD_LETTERED.labels(label).inc()
-
-    def _commit(self, consumer: Consumer, batch: _Batch) -> None:
-        last: dict[int, int] = {}
-        for msg in batch.messages:
-            if msg.error() is None:
-                last[_partition(msg)] = max(last.get(_partition(msg), -1), _offset(msg))
-        self._commit_offsets(consumer, {p: off + 1 for p, off in last.items()})
-
-    def _commit_offsets(self, consumer: Consumer, next_offsets: dict[int, int]) -> None:
-        owned = [p for p in sorted(next_offsets) if p in self._assigned]
-        if not owned:
-            return
-        topic = self._settings.kafka_topic
-        offsets = [TopicPartition(topic, p, next_offsets[p]) for p in owned]
-        try:
-            committed = consumer.commit(offsets=offsets, asynchronous=False) or []
-        except KafkaException as exc:
-            if exc.args[0].code() not in _REBALANCE_COMMIT_ERRORS:
-                raise
-            # A rebalance is under way: the batch is stored, the partitions' new owner starts
-            # from the previous commit and finds these events already stored.
-            # It is retried after the rebalance for the partitions we still own.
-            log.warning("commit deferred by a rebalance partitions=%s error=%s", owned, exc)
-            for p in owned:
-                self._uncommitted[p] = max(next_offsets[p], self._uncommitted.get(p, 0))
-            return
-        for tp in committed:
-            if tp.error is not None:
-                # The data is stored; a lost commit only means a harmless redelivery.
-                log.warning("commit failed partition=%d error=%s", tp.partition, tp.error)
-            else:
-                self._committed[tp.partition] = tp.offset
-                if self._uncommitted.get(tp.partition, -1) <= tp.offset:
-                    self._uncommitted.pop(tp.partition, None)
-
-    def _retry_commits(self, consumer: Consumer) -> None:
-        try:
-            self._commit_offsets(consumer, dict(self._uncommitted))
-        except KafkaException as exc:
-            log.warning("deferred commit failed again: %s", exc)
-
     # --- degraded mode ------------------------------------------------------------------
 
-    def _degrade(self, consumer: Consumer, batch: _Batch, part: str, reason: str) -> None:
-        partitions = {_partition(m) for m in batch.messages if m.error() is None}
-        for p in partitions:
-            self._model.forget(self._keys_by_partition.pop(p, set()))
-            if p in self._assigned:
-                self._needs_rebuild.add(p)
-        self._kept = batch if self._kept is None else _Batch(batch.messages + self._kept.messages)
+    def _degrade(self, consumer: Consumer, batch: list[Message], part: str, reason: str) -> None:
+        # The batch's partitions may hold state from messages that were never stored: forget
+        # it and rebuild from the store when the kept batch is delivered again.
+        partitions = {_partition(m) for m in batch if m.error() is None}
+        self._pricer.forget(partitions)
+        self._needs_rebuild.update(partitions & self._offsets.assigned)
+        self._kept = batch + self._kept
         consumer.pause(consumer.assignment())
         if part == "mongodb":
             metrics.STORE_UP.set(0)
-        with self._lock:
-            self._degraded, self._degraded_reason = part, reason
+        self._set_degraded(part, reason)
         log.error("pipeline degraded part=%s reason=%r; consumption paused", part, reason)
 
-    def _try_recover(self, consumer: Consumer, dlq: Producer) -> bool:
+    def _prepare_store(self) -> bool:
+        """Create indexes before consuming; while MongoDB is down, report it and retry."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(StoreUnavailable),
+            wait=wait_exponential(min=_FIRST_BACKOFF_S, max=self._settings.store_retry_max_s),
+            stop=stop_when_event_set(self._stop),
+            sleep=self._pause,  # a stop request cuts the wait short
+            before_sleep=self._store_not_ready,
+            retry_error_cls=_Stopped,
+        )
         try:
-            self._store.ping()
-            dlq.list_topics(self._settings.kafka_dlq_topic, timeout=2.0)
-        except (StoreUnavailable, KafkaException) as exc:
-            log.info("still degraded: %s", exc)
+            for attempt in retrying:
+                with attempt:
+                    self._touch()
+                    self._store.ensure_indexes()
+        except _Stopped:
             return False
-        kept, self._kept = self._kept, None
-        with self._lock:
-            self._degraded = self._degraded_reason = None
         metrics.STORE_UP.set(1)
-        log.info("dependencies answer again; resuming")
-        if kept is not None:
-            kept.messages = [m for m in kept.messages if _partition(m) in self._assigned]
-            self._process(consumer, dlq, _Batch(kept.messages))
-        if self._degraded is None:
-            consumer.resume(consumer.assignment())
-            return True
-        return False
+        self._set_degraded(None, None)
+        return True
+
+    def _pause(self, seconds: float) -> None:
+        self._stop.wait(seconds)
+
+    def _store_not_ready(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        metrics.STORE_UP.set(0)
+        self._set_degraded("mongodb", str(error))
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        log.error("cannot prepare MongoDB, retrying in %.1fs: %s", wait, error)
 
     # --- rebalance and Kafka callbacks (run on the loop thread, inside consume()) ---------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self._assigned.add(tp.partition)
-            self._needs_rebuild.add(tp.partition)
+        numbers = [tp.partition for tp in partitions]
+        self._offsets.assign(numbers)
+        self._needs_rebuild.update(numbers)
         self._publish_assignment()
-        log.info("partitions assigned %s", sorted(tp.partition for tp in partitions))
+        log.info("partitions assigned %s", sorted(numbers))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            p = tp.partition
-            self._assigned.discard(p)
-            self._needs_rebuild.discard(p)
-            self._uncommitted.pop(p, None)
-            self._committed.pop(p, None)
-            self._model.forget(self._keys_by_partition.pop(p, set()))
-            with contextlib.suppress(KeyError):  # no gauge yet for a just-assigned partition
-                metrics.CONSUMER_LAG.remove(str(p))
-        if self._kept is not None:
-            self._kept.messages = [
-                m for m in self._kept.messages if _partition(m) in self._assigned
-            ]
+        numbers = {tp.partition for tp in partitions}
+        self._offsets.revoke(numbers)
+        self._needs_rebuild -= numbers
+        self._pricer.forget(numbers)
+        self._kept = [m for m in self._kept if _partition(m) not in numbers]
+        for p in numbers:
+            metrics.forget_partition(p)
         with self._lock:
-            for tp in partitions:
-                self._lag.pop(tp.partition, None)
+            for p in numbers:
+                self._lag.pop(p, None)
         self._publish_assignment()
-        log.info("partitions revoked %s", sorted(tp.partition for tp in partitions))
-
-    def _publish_assignment(self) -> None:
-        with self._lock:
-            self._assigned_snapshot = sorted(self._assigned)
+        log.info("partitions revoked %s", sorted(numbers))
 
     def _on_kafka_error(self, err: KafkaError) -> None:
         log.warning("kafka error code=%s reason=%s", err.code(), err.str())
@@ -563,53 +383,52 @@ class PipelineLoop:
                 self._kafka_error = err.str()
 
     def _refresh_lag(self, consumer: Consumer) -> None:
-        """Lag = high watermark - the group's committed offset, asked of the broker."""
-        topic = self._settings.kafka_topic
-        partitions = [TopicPartition(topic, p) for p in sorted(self._assigned)]
-        lag: dict[int, int] = {}
         try:
-            if not partitions:
+            if not self._offsets.assigned:
                 # Nothing assigned (more replicas than partitions, or between rebalances): a
                 # metadata round trip still tells whether the broker answers again.
-                consumer.list_topics(topic, timeout=2.0)
-                with self._lock:
-                    self._kafka_error = None
-                return
-            # Every broker request here runs on the consume thread and queues behind the
-            # long-polling fetches on the same connection (12 watermark requests every 5 s took
-            # ~40% of a drain): use what librdkafka and our own commits already know, and ask
-            # the broker only for what is missing, or to learn whether it is back after an error.
-            asked_broker = self._kafka_error is not None
-            committed = {p: o for p, o in self._committed.items() if p in self._assigned}
-            unknown = [tp for tp in partitions if tp.partition not in committed]
-            if unknown or asked_broker:
-                asked_broker = True
-                for tp in consumer.committed(unknown or partitions, 2.0):
-                    committed[tp.partition] = tp.offset
-            for tp in partitions:
-                # The high watermark rides on every fetch response: librdkafka's copy is fresh.
-                low, high = consumer.get_watermark_offsets(tp, cached=True)
-                if high < 0 or (committed.get(tp.partition, -1) < 0 and low < 0):
-                    # Nothing fetched yet, or we need the low mark: ask once.
-                    asked_broker = True
-                    low, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
-                # A negative committed offset means "nothing committed yet": all is lag.
-                done = committed.get(tp.partition, -1)
-                lag[tp.partition] = max(0, high - (done if done >= 0 else low))
-                metrics.CONSUMER_LAG.labels(str(tp.partition)).set(lag[tp.partition])
+                consumer.list_topics(self._settings.kafka_topic, timeout=2.0)
+                lag: dict[int, int] = {}
+                asked = True
+            else:
+                lag, asked = self._offsets.lag(consumer, ask_broker=self._kafka_error is not None)
         except KafkaException as exc:
             log.debug("lag unavailable: %s", exc)
             return
+        for p, n in lag.items():
+            metrics.CONSUMER_LAG.labels(str(p)).set(n)
         with self._lock:
             self._lag = lag
-            if asked_broker:
+            if asked:
                 # The broker answered: an earlier transport error is over, even if no message
                 # has arrived since (an idle topic would otherwise keep /health at 503).
                 self._kafka_error = None
 
+    # --- shared state -------------------------------------------------------------------
+
+    def _touch(self) -> None:
+        with self._lock:
+            self._last_poll = time.monotonic()
+
+    def _publish_assignment(self) -> None:
+        with self._lock:
+            self._assigned_snapshot = sorted(self._offsets.assigned)
+
+    def _set_degraded(self, part: str | None, reason: str | None) -> None:
+        with self._lock:
+            self._degraded, self._degraded_reason = part, reason
+
+
+def _usable(msg: Message) -> bool:
+    err = msg.error()
+    if err is None:
+        return True
+    if err.code() != KafkaError._PARTITION_EOF:
+        log.warning("consume error code=%s reason=%s", err.code(), err.str())
+    return False
+
 
 def _partition(msg: Message) -> int:
-    # A message that carries no error always has a partition and an offset.
     partition = msg.partition()
     assert partition is not None, "consumed message without a partition"
     return partition
@@ -621,18 +440,20 @@ def _offset(msg: Message) -> int:
     return offset
 
 
-def _key_repr(msg: Message) -> str:
-    """The message key for a log line or a reason: ``null``, or its first 80 bytes."""
-    key = msg.key()
-    if key is None:
-        return "null"
-    return repr(key[:80]) + (f"... ({len(key)} bytes)" if len(key) > 80 else "")
+def _next_offsets(records: list[Message]) -> dict[int, int]:
+    """Per partition, the offset after the batch's last message: what a commit stores."""
+    last: dict[int, int] = {}
+    for m in records:
+        last[_partition(m)] = max(last.get(_partition(m), -1), _offset(m))
+    return {p: off + 1 for p, off in last.items()}
 
 
-def _claimed_schema(raw: bytes | None) -> str:
-    """The schema an undecodable message claims, for metric labels only."""
-    try:
-        value = orjson.loads(raw or b"")
-    except orjson.JSONDecodeError:
-        return "unknown"
-    return metrics.schema_label(value.get("schema") if isinstance(value, dict) else None)
+def _log_rejected(rejected: Rejected) -> None:
+    record = rejected.record
+    where = f"partition={record.partition()} offset={record.offset()} key={key_repr(record.key())}"
+    if rejected.kind == "unprocessable":
+        log.error("cannot process event %s reason=%r", where, rejected.reason,
+                  exc_info=rejected.error)  # fmt: skip
+    else:
+        log.warning("%s event %s reason=%r", rejected.kind.replace("_", " "), where,
+                    rejected.reason[:300])  # fmt: skip

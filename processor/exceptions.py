@@ -1,13 +1,14 @@
 """Errors of the processor.
 
 ProcessorError
- ├── ConfigError          a setting is invalid (the service refuses to start)
- └── StoreUnavailable     MongoDB did not answer or failed a write: pause, keep offsets, retry
+ ├── ConfigError            a setting is invalid (the service refuses to start)
+ ├── StoreUnavailable       MongoDB did not answer or failed a write: pause, keep offsets, retry
+ └── DeadLetterUnavailable  the dead-letter topic did not take a letter: pause, keep offsets, retry
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ProcessorError", "StoreUnavailable"]
+__all__ = ["ConfigError", "DeadLetterUnavailable", "ProcessorError", "StoreUnavailable"]
 
 
 class ProcessorError(Exception):
@@ -20,3 +21,7 @@ class ConfigError(ProcessorError):
 
 class StoreUnavailable(ProcessorError):
     """MongoDB is unreachable or a write failed for a reason other than a duplicate key."""
+
+
+class DeadLetterUnavailable(ProcessorError):
+    """The dead-letter topic did not take a record in time."""

@@ -5,6 +5,8 @@ Defined once at import time: prometheus_client refuses to register a name twice.
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from schemas.contracts import KNOWN_SCHEMAS
@@ -22,16 +24,8 @@ __all__ = [
     "PARTITION_REBUILDS",
     "STORE_UP",
     "WRITE_LATENCY",
-    "schema_label",
+    "forget_partition",
 ]
-
-_KNOWN = frozenset(KNOWN_SCHEMAS)
-
-
-def schema_label(schema: object) -> str:
-    """Bound the label's cardinality: anything not a known contract is 'unknown'."""
-    return schema if isinstance(schema, str) and schema in _KNOWN else "unknown"
-
 
 EVENTS_CONSUMED = Counter(
     "pipeline_events_consumed", "Kafka messages taken from the topic.", ["schema"]
@@ -88,3 +82,9 @@ for _label in (*KNOWN_SCHEMAS, "unknown"):
 for _collection in ("gpu_metrics", "token_usage"):
     EVENTS_WRITTEN.labels(_collection)
     EVENTS_DUPLICATE.labels(_collection)
+
+
+def forget_partition(partition: int) -> None:
+    """Drop a revoked partition's lag series: its new owner reports it."""
+    with contextlib.suppress(KeyError):  # no gauge yet for a just-assigned partition
+        CONSUMER_LAG.remove(str(partition))

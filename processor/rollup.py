@@ -24,14 +24,12 @@ from typing import Final, Literal
 __all__ = [
     "GRANULARITY_MINUTES",
     "IDLE_GROUP",
-    "LATENCY_BUCKET_GROWTH",
     "CostRow",
     "GpuMinute",
     "Granularity",
     "GroupBy",
     "TokenMinute",
     "allocate",
-    "latency_bucket_ms",
     "percentile_from_buckets",
     "period_start_minute",
 ]
@@ -137,7 +135,8 @@ def allocate(
     whole allocation of that GPU/host, ``idle_cost_usd`` the part of it in idle minutes.
     In every grouping the ``cost_usd`` of all rows adds up to the allocation of all
     reporting GPU-minutes. ``latency_hist`` maps ``(group, period_start_minute)`` to a
-    latency histogram (:func:`latency_bucket_ms` -> count) for ``p95_latency_ms``.
+    latency histogram (``latency_bucket_ms`` of the documents -> count) for
+    ``p95_latency_ms``.
 
     ``model``: only that model's usage, in every grouping. Its share of a GPU-minute is
     still its tokens over *all* the GPU's tokens that minute (``token_minutes`` must not be
@@ -233,48 +232,13 @@ def allocate(
 
 # -- latency histograms -------------------------------------------------------------------
 
-# Bucket upper bounds are round6(GROWTH**k): consecutive bounds differ by < 5 % even after
-# rounding to 6 significant digits (1.049 * (1 + 1e-6) < 1.05).
-LATENCY_BUCKET_GROWTH: Final = 1.049
-_LOG_GROWTH: Final = math.log(LATENCY_BUCKET_GROWTH)
-# Latencies at or below ~1 ns share the first bucket; above 1e12 ms (~31 years) is an error.
-_K_MIN: Final = math.floor(math.log(1e-6) / _LOG_GROWTH)
-_MAX_LATENCY_MS: Final = 1e12
-
-
-def _bucket_upper(k: int) -> float:
-    return float(f"{LATENCY_BUCKET_GROWTH**k:.6g}")
-
-
-def latency_bucket_ms(latency_ms: float) -> float:
-    """Upper bound of the log-spaced bucket holding ``latency_ms`` (0 -> 0.0).
-
-    The bucket of ``x`` is the smallest bound ``u_k = round6(1.049**k)`` with ``u_k >= x``,
-    so ``u_{k-1} < x <= u_k`` and ``u_k / x < 1.05``: reporting the bound overstates a
-    latency by less than 5 %. Bounds are rounded to 6 significant digits so they are stable
-    floats, usable as a grouping key (and as a MongoDB field value).
-    """
-    if isinstance(latency_ms, bool) or not isinstance(latency_ms, int | float):
-        raise ValueError(f"latency_ms must be a number, got {type(latency_ms).__name__}")
-    if not math.isfinite(latency_ms) or latency_ms < 0 or latency_ms > _MAX_LATENCY_MS:
-        raise ValueError(f"latency_ms must be in [0, {_MAX_LATENCY_MS:g}], got {latency_ms!r}")
-    if latency_ms == 0:
-        return 0.0
-    k = max(_K_MIN, math.ceil(math.log(latency_ms) / _LOG_GROWTH))
-    # The logarithm may be off by an ulp at a boundary: settle on the smallest u_k >= x.
-    while _bucket_upper(k) < latency_ms:
-        k += 1
-    while k > _K_MIN and _bucket_upper(k - 1) >= latency_ms:
-        k -= 1
-    return _bucket_upper(k)
-
 
 def percentile_from_buckets(buckets: Mapping[float, int], q: float) -> float | None:
     """The ``q``-quantile (0 <= q <= 1) of a histogram, as a bucket upper bound.
 
     Nearest rank: the smallest bucket bound whose cumulative count reaches
-    ``ceil(q * total)`` (at least 1). With :func:`latency_bucket_ms` buckets the result is
-    at or above the exact nearest-rank percentile by less than 5 %. None for an empty
+    ``ceil(q * total)`` (at least 1). With ``processor.documents.latency_bucket_ms`` buckets
+    the result is at or above the exact nearest-rank percentile by less than 5 %. None for an empty
     histogram.
     """
     if not 0 <= q <= 1:

@@ -13,9 +13,12 @@ duplicate `_id` means "already stored" and is counted, not raised.
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from bson.errors import InvalidDocument
@@ -25,6 +28,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError, Writ
 
 from processor.documents import GPU_METRICS, TOKEN_USAGE
 from processor.exceptions import StoreUnavailable
+from processor.pricing import PartitionHistory
 from processor.rollup import GpuMinute, TokenMinute
 
 __all__ = ["MongoStore", "PartitionHistory", "WriteResult"]
@@ -76,17 +80,11 @@ _INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]]]]]] = {
 class WriteResult:
     """What one bulk write did, per collection, and the documents the server refused."""
 
-    inserted: dict[str, int] = field(default_factory=dict)
-    duplicates: dict[str, int] = field(default_factory=dict)
+    inserted: Counter[str] = field(default_factory=Counter)
+    duplicates: Counter[str] = field(default_factory=Counter)
     rejected: dict[tuple[str, str], str] = field(default_factory=dict)  # (collection, _id)
-
-
-@dataclass
-class PartitionHistory:
-    """What a partition's new owner needs to rebuild its cost state (see processor/cost.py)."""
-
-    latest_gpu_metrics: list[dict[str, Any]]
-    token_events: list[dict[str, Any]]  # in kafka_offset order
+    stored_at: float = 0.0  # epoch seconds stamped on every document as stored_at
+    seconds: float = 0.0  # how long the write took
 
 
 class MongoStore:
@@ -132,8 +130,23 @@ class MongoStore:
                     self._db[collection].create_index(keys, name=name)
 
     def write(self, docs_by_collection: Mapping[str, Sequence[dict[str, Any]]]) -> WriteResult:
-        """Insert every document; duplicates of `_id` count as already stored."""
-        result = WriteResult()
+        """Insert every document; duplicates of `_id` count as already stored.
+
+        Stamps ``stored_at`` on each document (end-to-end latency; not part of any cost).
+        """
+        result = WriteResult(stored_at=time.time())
+        stamp = datetime.fromtimestamp(result.stored_at, UTC)
+        started = time.perf_counter()
+        for docs in docs_by_collection.values():
+            for doc in docs:
+                doc["stored_at"] = stamp
+        self._write(docs_by_collection, result)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _write(
+        self, docs_by_collection: Mapping[str, Sequence[dict[str, Any]]], result: WriteResult
+    ) -> None:
         for name, docs in docs_by_collection.items():
             if not docs:
                 continue
@@ -166,7 +179,6 @@ class MongoStore:
                         )  # fmt: skip
             result.inserted[name] = inserted
             result.duplicates[name] = duplicates
-        return result
 
     def _write_singly(self, name: str, docs: Sequence[dict[str, Any]], result: WriteResult) -> None:
         inserted = duplicates = 0

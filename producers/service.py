@@ -32,8 +32,8 @@ from producers.kafka_sink import EventSink
 from producers.pacing import Pacer, Ticker
 from producers.replay import ReplayFile
 from producers.settings import ProducerSettings
-from producers.traffic import GpuTarget, TrafficGenerator, profiles_for, rfc3339
-from schemas.contracts import GPU_METRICS_V1
+from producers.traffic import GpuTarget, TrafficGenerator, profiles_for
+from schemas.contracts import GPU_METRICS_V1, format_ts
 
 __all__ = [
     "GpuSource",
@@ -359,7 +359,7 @@ def run_replay(
             if fresh_ids:
                 out["event_id"] = str(uuid.uuid4())
             if options.retime:
-                out["ts"] = rfc3339(wall_clock())
+                out["ts"] = format_ts(wall_clock())
             loop.send(out)
             loop.progress()
         passes += 1

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from importlib import resources
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import jsonschema_rs
 import orjson
@@ -30,7 +30,12 @@ __all__ = [
     "TOKEN_USAGE_V1",
     "ContractError",
     "ContractViolation",
+    "Decoded",
     "decode",
+    "decode_event",
+    "epoch_us",
+    "format_ts",
+    "from_epoch_us",
     "kafka_key",
     "load_schema",
     "normalize",
@@ -43,6 +48,7 @@ __all__ = [
 GPU_METRICS_V1: Final = "gpu.metrics.v1"
 TOKEN_USAGE_V1: Final = "token.usage.v1"
 KNOWN_SCHEMAS: Final = (GPU_METRICS_V1, TOKEN_USAGE_V1)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 # The original deployment's seeds spelt token counts the OpenAI way; we accept those names on
 # input and store only the OpenTelemetry GenAI spelling.
@@ -120,6 +126,30 @@ def parse_ts(value: str) -> datetime:
     return utc
 
 
+def format_ts(moment: datetime) -> str:
+    """``2026-11-23T10:00:00.250000Z``: the contracts' ts, UTC with microseconds.
+
+    A naive datetime is refused: a guessed zone would move events between cost windows.
+    """
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp {moment!r} has no zone")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    # isoformat: several times faster than strftime, and producers call this once per event.
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def epoch_us(moment: datetime) -> int:
+    """An aware datetime -> integer microseconds since the epoch (exact: window edges are)."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_epoch_us(ts_us: int) -> datetime:
+    """Integer microseconds since the epoch -> aware UTC datetime."""
+    return _EPOCH + timedelta(microseconds=ts_us)
+
+
 def normalize(event: dict[str, Any]) -> dict[str, Any]:
     """Rename input aliases (``prompt_tokens`` -> ``input_tokens``) in place; returns ``event``."""
     for alias, canonical in INPUT_ALIASES.items():
@@ -132,39 +162,53 @@ def _where(path: Any) -> str:
     return ".".join(str(p) for p in path) or "(event)"
 
 
-def validation_errors(event: Any) -> list[str]:
-    """Every reason ``event`` breaks its contract; empty when it is valid."""
+def _check(event: Any) -> tuple[list[str], datetime | None]:
+    """Every reason ``event`` breaks its contract, and its parsed ts when there is none."""
     if not isinstance(event, Mapping):
-        return [f"event must be a JSON object, got {type(event).__name__}"]
+        return [f"event must be a JSON object, got {type(event).__name__}"], None
     name = event.get("schema")
     if name not in KNOWN_SCHEMAS:
-        return [f"unknown schema {name!r} (known: {', '.join(KNOWN_SCHEMAS)})"]
+        return [f"unknown schema {name!r} (known: {', '.join(KNOWN_SCHEMAS)})"], None
     reasons = [
         f"{_where(err.instance_path)}: {err.message}" for err in _validator(name).iter_errors(event)
     ]
-    ts = event.get("ts")
-    if not reasons and isinstance(ts, str):
-        # The schema's date-time check and Python's parser disagree on a few corners
-        # (leap second 60, some offsets); the processor must never crash on a ts it accepted.
-        try:
-            parse_ts(ts)
-        except ValueError as exc:
-            reasons.append(f"ts: {exc}")
-    return reasons
+    if reasons:
+        return reasons, None
+    # The schema's date-time check and Python's parser disagree on a few corners (leap second
+    # 60, offsets that overflow, the range): the processor must never crash on a ts it accepted.
+    try:
+        return [], parse_ts(event["ts"])
+    except ValueError as exc:
+        return [f"ts: {exc}"], None
+
+
+def validation_errors(event: Any) -> list[str]:
+    """Every reason ``event`` breaks its contract; empty when it is valid."""
+    return _check(event)[0]
 
 
 def validate(event: Any) -> dict[str, Any]:
     """Return ``event`` (aliases normalised) if it is valid, else raise ContractViolation."""
+    return _validated(event).event
+
+
+class Decoded(NamedTuple):
+    """A valid event and its ts, parsed once: integer µs since the epoch, UTC."""
+
+    event: dict[str, Any]
+    ts_us: int
+
+
+def _validated(event: Any) -> Decoded:
     if isinstance(event, dict):
         normalize(event)
-    reasons = validation_errors(event)
-    if reasons:
+    reasons, ts = _check(event)
+    if reasons or ts is None:
         raise ContractViolation(reasons)
-    result: dict[str, Any] = event
-    return result
+    return Decoded(event, epoch_us(ts))
 
 
-def decode(raw: bytes | str | None, *, max_bytes: int | None = None) -> dict[str, Any]:
+def decode_event(raw: bytes | str | None, *, max_bytes: int | None = None) -> Decoded:
     """Parse one Kafka value and validate it; raise ContractViolation with every reason."""
     if raw is None:
         raise ContractViolation(["empty message (null value)"])
@@ -174,7 +218,12 @@ def decode(raw: bytes | str | None, *, max_bytes: int | None = None) -> dict[str
         event = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ContractViolation([f"malformed JSON: {exc}"]) from None
-    return validate(event)
+    return _validated(event)
+
+
+def decode(raw: bytes | str | None, *, max_bytes: int | None = None) -> dict[str, Any]:
+    """:func:`decode_event` without the parsed ts."""
+    return decode_event(raw, max_bytes=max_bytes).event
 
 
 def kafka_key(event: Mapping[str, Any]) -> str:

@@ -37,7 +37,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from processor.cost import CostModel, PriceBook  # noqa: E402
-from processor.documents import gpu_key, to_ts_us, token_usage_doc  # noqa: E402
+from processor.pricing import Priced, Pricer  # noqa: E402
 from processor.store import MongoStore  # noqa: E402
 from schemas.contracts import decode, kafka_key, validate  # noqa: E402
 from tests.support.events import gpu_event, token_event  # noqa: E402
@@ -347,7 +347,8 @@ class Bench:
     def bench_naive(self, topic: str, n: int, processor_eps: float) -> None:
         log(f"  naive baseline: one message at a time (insert_one, then commit), {n:,} messages")
         db = self.mongo[self.indexed_db("bench_naive")]["token_usage"]
-        model = CostModel(PriceBook(0.85))
+        # The processor's own event -> document step, one message at a time.
+        pricer = Pricer(CostModel(PriceBook(0.85)), max_message_bytes=65536)
         consumer = Consumer(
             {
                 "bootstrap.servers": self.bootstrap,
@@ -363,24 +364,9 @@ class Bench:
             if msg is None or msg.error() is not None:
                 continue
             started = started or time.perf_counter()
-            event = decode(msg.value())
-            if event["schema"] == "token.usage.v1":
-                ts_us = to_ts_us(event["ts"])
-                cost = model.on_token_usage(
-                    gpu_key(event),
-                    event["event_id"],
-                    ts_us,
-                    event["input_tokens"] + event["output_tokens"],
-                )
-                db.insert_one(
-                    token_usage_doc(
-                        event,
-                        ts_us=ts_us,
-                        cost=cost,
-                        partition=msg.partition() or 0,
-                        offset=msg.offset() or 0,
-                    )
-                )
+            outcome = pricer.price(msg)
+            if isinstance(outcome, Priced):
+                db.database[outcome.collection].insert_one(outcome.doc)
             consumer.commit(message=msg, asynchronous=False)
             done += 1
         naive_eps = done / (time.perf_counter() - started)

@@ -9,9 +9,9 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 
 from processor.api.deps import StoreDep
-from processor.documents import epoch_us, time_buckets
+from processor.documents import time_buckets
 from processor.rollup import allocate
-from schemas.contracts import ts_range
+from schemas.contracts import epoch_us, ts_range
 
 router = APIRouter(prefix="/api/v1", tags=["costs"])
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from gpu_readers import GpuReaderError
 from processor.api.costs import resolve_range
 from processor.api.deps import GpuReaderDep, SettingsDep, StoreDep
-from processor.documents import epoch_us
+from schemas.contracts import epoch_us
 
 router = APIRouter(tags=["gpus"])
 

@@ -125,20 +125,39 @@ def test_one_replica_three_replicas_and_a_kill_store_identical_costs(
     wait_for("single replica to store everything", lambda: count(dbs["one"]) == unique, 180)
     one.stop()
 
-    # 3 replicas: the 2nd and 3rd join mid-stream, so partitions move and windows are rebuilt.
+    # 3 replicas: the 2nd and 3rd join mid-stream, then the 1st leaves mid-stream, so
+    # partitions move both ways and their new owners rebuild windows from the store.
     env = run_env(kafka_bootstrap, mongo_url, topic, dbs["three"])
     logs = [tmp_path / f"three-{i}.log" for i in range(3)]
     # The first replica takes one message per batch (the stored values do not depend on the
-    # batch size): slow enough that the others join long before the drain ends.
+    # batch size): slow, so it is still mid-way through the partitions it keeps when it
+    # leaves. (Joining alone does not prove a rebuild: librdkafka may hand it one partition's
+    # messages at a time, and the partitions that move can be ones it has not touched yet.)
     first = ProcessorProcess({**env, "CONSUME_BATCH_SIZE": "1"}, logs[0]).start()
     wait_for("the first replica to start storing", lambda: count(dbs["three"]) > 0, 60, 0.05)
     others = [ProcessorProcess(env, log).start() for log in logs[1:]]
     at_join = count(dbs["three"])
-    wait_for("three replicas to store everything", lambda: count(dbs["three"]) == unique, 180)
-    for replica in (first, *others):
+
+    def batches(replica: ProcessorProcess) -> int:
+        return int(replica.health()[1].get("consumer", {}).get("batches", 0))
+
+    def first_keeps_some() -> bool:
+        held = first.health()[1].get("consumer", {}).get("assigned_partitions")
+        return bool(held) and len(held) < 12
+
+    wait_for("the first replica to give partitions away", first_keeps_some, 60, 0.05)
+    after_join = batches(first)
+    # One message per batch: 50 more batches are 50 messages of the partitions it kept.
+    wait_for("the first replica to consume its kept partitions",
+             lambda: batches(first) >= after_join + 50, 120, 0.02)  # fmt: skip
+    first.stop()  # its partitions move, mid-stream, to the other two
+    at_leave = count(dbs["three"])
+    wait_for("the other replicas to store everything", lambda: count(dbs["three"]) == unique, 180)
+    for replica in others:
         replica.stop()
     assert at_join < unique, "the drain ended before the other replicas joined"
-    assert sum(rebuilt_token_events(log) for log in logs) > 0, "no window was rebuilt"
+    assert at_leave < unique, "the drain ended before the first replica left"
+    assert sum(rebuilt_token_events(log) for log in logs[1:]) > 0, "no window was rebuilt"
 
     # 1 replica killed with SIGKILL mid-stream, then restarted.
     env = run_env(kafka_bootstrap, mongo_url, topic, dbs["killed"])

@@ -29,8 +29,8 @@ from confluent_kafka.cimpl import NewTopic
 
 from producers.kafka_sink import KafkaSink
 from producers.settings import load_settings
-from producers.traffic import rfc3339
 from schemas.contracts import ContractViolation, decode, kafka_key, parse_ts
+from schemas.contracts import format_ts as rfc3339
 
 if TYPE_CHECKING:
     from tests.conftest import PrivateStack

@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from processor.cost import TokenCost
-from processor.documents import (
-    from_ts_us,
-    gpu_metrics_doc,
-    time_buckets,
-    to_ts_us,
-    token_usage_doc,
-)
+from processor.documents import gpu_metrics_doc, time_buckets, token_usage_doc
+from schemas.contracts import epoch_us, format_ts, from_epoch_us, parse_ts
 from tests.support.events import gpu_event, token_event
+
+
+def to_ts_us(ts: str) -> int:
+    return epoch_us(parse_ts(ts))
 
 
 def test_ts_us_is_exact_and_zone_aware() -> None:
     assert to_ts_us("1970-01-01T00:00:00Z") == 0
     assert to_ts_us("1970-01-01T01:00:00.000001+01:00") == 1
     assert to_ts_us("2026-11-23T10:00:00.123456Z") % 1_000_000 == 123456
-    assert from_ts_us(to_ts_us("2026-11-23T10:00:00.5Z")) == datetime(
+    assert from_epoch_us(to_ts_us("2026-11-23T10:00:00.5Z")) == datetime(
         2026, 11, 23, 10, 0, 0, 500000, tzinfo=UTC
     )
+
+
+def test_one_formatter_for_the_contracts_ts() -> None:
+    moment = datetime(2026, 11, 23, 10, 0, 0, 250000, tzinfo=UTC)
+    assert format_ts(moment) == "2026-11-23T10:00:00.250000Z"
+    assert format_ts(moment.astimezone(timezone(timedelta(hours=2)))) == format_ts(moment)
+    assert parse_ts(format_ts(moment)) == moment
+    with pytest.raises(ValueError, match="no zone"):
+        format_ts(datetime(2026, 11, 23, 10, 0, 0))
 
 
 def test_time_buckets_are_epoch_minute_hour_day() -> None:
@@ -39,7 +47,9 @@ def test_token_doc_carries_cost_and_provenance() -> None:
     event = token_event("h", "GPU-1", 0, 200, 50, model="通义千问-72B", latency_ms=812.0)
     event["request_id"] = "r-1"
     cost = TokenCost(250, 100.0, 3.6, "event", 1e-5, 0.0025)
-    doc = token_usage_doc(event, ts_us=to_ts_us(event["ts"]), cost=cost, partition=7, offset=42)
+    doc = token_usage_doc(
+        event, gpu_key="h/GPU-1", ts_us=to_ts_us(event["ts"]), cost=cost, partition=7, offset=42
+    )
     assert doc["_id"] == event["event_id"]
     assert "event_id" not in doc
     assert doc["gpu_key"] == "h/GPU-1"
@@ -57,7 +67,12 @@ def test_token_doc_carries_cost_and_provenance() -> None:
 def test_gpu_doc_keeps_the_events_own_price_apart_from_the_resolved_one() -> None:
     event = gpu_event("h", "GPU-1", 0)
     doc = gpu_metrics_doc(
-        event, ts_us=to_ts_us(event["ts"]), price=(1.2, "price_map"), partition=0, offset=0
+        event,
+        gpu_key="h/GPU-1",
+        ts_us=to_ts_us(event["ts"]),
+        price=(1.2, "price_map"),
+        partition=0,
+        offset=0,
     )
     assert doc["event_price_per_hour_usd"] is None
     assert (doc["price_per_hour_usd"], doc["price_source"]) == (1.2, "price_map")
@@ -65,6 +80,11 @@ def test_gpu_doc_keeps_the_events_own_price_apart_from_the_resolved_one() -> Non
     assert doc["temperature_gpu_c"] is None
     priced = gpu_event("h", "GPU-1", 0, price_per_hour_usd=3.6)
     doc = gpu_metrics_doc(
-        priced, ts_us=to_ts_us(priced["ts"]), price=(3.6, "event"), partition=0, offset=1
+        priced,
+        gpu_key="h/GPU-1",
+        ts_us=to_ts_us(priced["ts"]),
+        price=(3.6, "event"),
+        partition=0,
+        offset=1,
     )
     assert doc["event_price_per_hour_usd"] == 3.6

@@ -51,7 +51,7 @@ def test_two_gpus_become_two_complete_events(two_gpus: FakeNvml) -> None:
     assert a100 == {
         "schema": "gpu.metrics.v1",
         "event_id": a100["event_id"],
-        "ts": "2026-11-23T10:32:22.123Z",
+        "ts": "2026-11-23T10:32:22.123000Z",
         "host": "inference-01",
         "gpu_uuid": "GPU-5f1c2d3e-aaaa-bbbb-cccc-0123456789a0",
         "gpu_index": 0,

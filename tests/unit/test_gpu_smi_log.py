@@ -26,7 +26,7 @@ def test_log_with_header_and_units() -> None:
 
     assert len(events) == 4
     first = events[0]
-    assert first["ts"] == "2026-11-23T10:32:22.123Z"  # the row's time, taken as UTC
+    assert first["ts"] == "2026-11-23T10:32:22.123000Z"  # the row's time, taken as UTC
     assert first["source"] == "nvidia-smi"
     assert first["host"] == "inference-01"
     assert (first["gpu_index"], first["gpu_uuid"], first["gpu_name"]) == (
@@ -48,8 +48,8 @@ def test_log_with_header_and_units() -> None:
     assert rtx["power_draw_w"] is None
     assert rtx["unsupported_fields"] == ["power_draw_w"]
     assert [e["ts"] for e in events[2:]] == [
-        "2026-11-23T10:32:23.127Z",
-        "2026-11-23T10:32:23.129Z",
+        "2026-11-23T10:32:23.127000Z",
+        "2026-11-23T10:32:23.129000Z",
     ]
     for event in events:
         validate(event)
@@ -81,7 +81,7 @@ def test_header_less_rows_may_omit_power_limit() -> None:
 
     [event] = parse_smi_log(row, "h")
 
-    assert event["ts"] == "2026-11-23T10:32:22.000Z"
+    assert event["ts"] == "2026-11-23T10:32:22.000000Z"
     assert "power_limit_w" not in event
     validate(event)
 

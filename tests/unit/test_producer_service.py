@@ -24,8 +24,8 @@ from producers.service import (
     run_synthetic,
 )
 from producers.settings import ProducerSettings, load_settings
-from producers.traffic import rfc3339
 from schemas.contracts import ContractViolation, kafka_key, validate
+from schemas.contracts import format_ts as rfc3339
 
 T0 = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
 HOST = "inference-01"

@@ -7,13 +7,13 @@ import random
 
 import pytest
 
+from processor.documents import latency_bucket_ms
 from processor.rollup import (
     IDLE_GROUP,
     CostRow,
     GpuMinute,
     TokenMinute,
     allocate,
-    latency_bucket_ms,
     percentile_from_buckets,
     period_start_minute,
 )
