@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from devtools.events import gpu_event, token_event
 from processor.cost import TokenCost
 from processor.documents import (
     from_ts_us,
@@ -14,7 +15,6 @@ from processor.documents import (
     to_ts_us,
     token_usage_doc,
 )
-from tests.support.events import gpu_event, token_event
 
 
 def test_ts_us_is_exact_and_zone_aware() -> None:
