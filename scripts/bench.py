@@ -36,16 +36,20 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from devtools import processes, stack  # noqa: E402
+from devtools.events import gpu_event, token_event  # noqa: E402
+from devtools.ports import free_port  # noqa: E402
+from devtools.waiting import wait_for  # noqa: E402
 from processor.cost import CostModel, PriceBook  # noqa: E402
 from processor.pricing import Priced, Pricer  # noqa: E402
 from processor.store import MongoStore  # noqa: E402
 from schemas.contracts import decode, kafka_key, validate  # noqa: E402
-from tests.support.events import gpu_event, token_event  # noqa: E402
-from tests.support.processes import free_port, wait_for  # noqa: E402
 
 PY = sys.executable
 RESULTS = REPO / "docs" / "benchmarks.md"
 STATE = REPO / ".state" / "bench-stack"
+# A processor finishes its batch, commits and leaves the group on SIGTERM: seconds.
+PROCESSOR_STOP_S = 30.0
 RESULTS_HEADER = """# Benchmarks
 
 Appended by `make bench` (`scripts/bench.py`), newest run last. Every ratio compares our code
@@ -107,7 +111,7 @@ class Bench:
         self.mongo: MongoClient[dict[str, Any]] = MongoClient(mongo_url)
         self.topics: list[str] = []
         self.dbs: list[str] = []
-        self.children: list[subprocess.Popen[bytes]] = []
+        self.children: list[processes.Spawned] = []
         self.results: dict[str, Any] = {}
 
     def topic(self, prefix: str) -> str:
@@ -135,13 +139,7 @@ class Bench:
     def cleanup(self) -> None:
         """Stop the processors, drop the databases and topics made so far (idempotent)."""
         for child in self.children:  # a bench that failed half-way must not leave processors
-            if child.poll() is None:
-                child.terminate()
-                try:
-                    child.wait(30)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    child.wait(10)
+            processes.stop(child.id, grace_s=PROCESSOR_STOP_S)
         self.children.clear()
         for name in self.dbs:
             self.mongo.drop_database(name)
@@ -222,9 +220,7 @@ class Bench:
 
     # --- the processor ------------------------------------------------------------------
 
-    def start_processor(
-        self, topic: str, db: str, log_path: Path
-    ) -> tuple[subprocess.Popen[bytes], str]:
+    def start_processor(self, topic: str, db: str, log_path: Path) -> tuple[processes.Spawned, str]:
         port = free_port()
         env = {
             **os.environ,
@@ -236,14 +232,11 @@ class Bench:
             "HTTP_PORT": str(port),
             "LOG_LEVEL": "WARNING",
         }
-        with log_path.open("wb") as log_file:  # the child keeps its own copy of the fd
-            proc = subprocess.Popen(
-                [PY, "-m", "processor"],
-                env=env,
-                cwd=REPO,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
+        log_path.unlink(missing_ok=True)  # one log per run of the phase
+        # Same session as the bench: a Ctrl-C reaches the processor too.
+        proc = processes.spawn(
+            [PY, "-m", "processor"], log=log_path, cwd=REPO, env=env, new_session=False
+        )
         self.children.append(proc)
         url = f"http://127.0.0.1:{port}"
         wait_for(f"processor healthy (see {log_path})", lambda: _healthy(url), 90)
@@ -301,8 +294,7 @@ class Bench:
         batches = _metric_sum(url, "pipeline_batch_size_count")
         stop.set()
         sampler.join()
-        proc.terminate()
-        proc.wait(30)
+        processes.stop(proc.id, grace_s=PROCESSOR_STOP_S)
         # Steady drain rate from the documents' own stored_at stamps (first to last batch), the
         # same footing as the consume-only loop (first to last message): start-up and the
         # group join are left out of both.
@@ -408,8 +400,7 @@ class Bench:
         if done.returncode != 0:
             raise SystemExit("producer failed during the latency run")
         time.sleep(3)  # let the last batch land before reading
-        proc.terminate()
-        proc.wait(30)
+        processes.stop(proc.id, grace_s=PROCESSOR_STOP_S)
         docs = list(self.mongo[db]["token_usage"].find({}, {"ts_us": 1, "stored_at": 1}))
         if not docs:
             raise SystemExit("no documents stored in the latency run")
@@ -577,20 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         STATE.mkdir(parents=True, exist_ok=True)
         kafka_listen, mongo_listen = "127.0.0.1:19092", "127.0.0.1:37017"
         log(f"starting a private local stack ({kafka_listen}, {mongo_listen})")
-        subprocess.run(
-            [
-                PY,
-                str(REPO / "scripts" / "stack.py"),
-                "--state-dir",
-                str(STATE),
-                "--kafka-listen",
-                kafka_listen,
-                "--mongo-listen",
-                mongo_listen,
-                "up",
-            ],
-            check=True,
-        )
+        stack.up(STATE, kafka_listen=kafka_listen, mongo_listen=mongo_listen)
         bootstrap, mongo_url = kafka_listen, f"mongodb://{mongo_listen}/"
         started_stack = True
     bench = Bench(bootstrap, mongo_url)
@@ -607,10 +585,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.cleanup()
         if started_stack:
-            subprocess.run(
-                [PY, str(REPO / "scripts" / "stack.py"), "--state-dir", str(STATE), "down"],
-                check=False,
-            )
+            for server, how in stack.down(STATE).items():
+                log(f"stack: {server} {how}")
     return 0
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,79 +21,88 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python scripts/demo.py` puts scripts/ first, not the repo
+    sys.path.insert(0, str(REPO))
+
+from devtools import processes, stack  # noqa: E402
+from devtools.processes import ProcessId  # noqa: E402
+from devtools.waiting import WaitTimeout, wait_for  # noqa: E402
+
 PY = sys.executable
+PROCESSOR_CMD = [PY, "-m", "processor"]
 # First start of the JVM and FerretDB on a cold machine takes a while; after that, seconds.
 HEALTH_TIMEOUT_S = 90.0
 STORE_TIMEOUT_S = 90.0
+# The processor finishes its batch, commits and leaves the group on SIGTERM: seconds.
+PROCESSOR_STOP_S = 30.0
 
 
 def say(text: str) -> None:
     print(f"\n\033[1m==> {text}\033[0m", flush=True)
 
 
-def stack(state_dir: Path, *args: str) -> None:
-    subprocess.run(
-        [PY, str(REPO / "scripts" / "stack.py"), "--state-dir", str(state_dir), *args],
-        check=True,
-        cwd=REPO,
-    )
+def stack_up(state_dir: Path, kafka_listen: str, mongo_listen: str) -> None:
+    try:
+        stack.up(state_dir, kafka_listen=kafka_listen, mongo_listen=mongo_listen)
+    except stack.StackError as exc:
+        raise SystemExit(f"local stack: {exc}") from None
+
+
+def stack_down(state_dir: Path) -> None:
+    for server, how in stack.down(state_dir).items():
+        print(f"{server}: {how}")
 
 
 def pid_file(state_dir: Path) -> Path:
     return state_dir / "processor.pid"
 
 
-def start_processor(state_dir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    log = (state_dir / "processor.log").open("ab")
-    proc = subprocess.Popen(
-        [PY, "-m", "processor"],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    pid_file(state_dir).write_text(f"{proc.pid}\n")
-    return proc
+def start_processor(state_dir: Path, env: dict[str, str]) -> processes.Spawned:
+    """The processor in its own session: it keeps running after the demo, for you to query."""
+    started = processes.spawn(PROCESSOR_CMD, log=state_dir / "processor.log", cwd=REPO, env=env)
+    pid_file(state_dir).write_text(f"{started.pid} {started.id.starttime}\n")
+    return started
 
 
 def stop_processor(state_dir: Path) -> None:
-    """SIGTERM the processor this demo started (by its PID file), wait for a clean exit."""
+    """Stop the processor this demo started (by its PID file, checked), wait for a clean exit."""
     path = pid_file(state_dir)
     if not path.exists():
         return
-    pid = int(path.read_text().strip())
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        cmdline = b""
-    if b"processor" in cmdline:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if Path(f"/proc/{pid}").exists():
-            os.kill(pid, signal.SIGKILL)
-        print(f"processor pid={pid} stopped")
+    fields = path.read_text().split()
+    # An older demo wrote the PID alone: then the exact command line is the only check left.
+    recorded = ProcessId(int(fields[0]), int(fields[1])) if len(fields) > 1 else None
+    recorded = recorded or ProcessId.of(int(fields[0]))
+    if recorded is not None:
+        how = processes.stop(recorded, grace_s=PROCESSOR_STOP_S, cmdline=PROCESSOR_CMD)
+        print(f"processor pid={recorded.pid} {how}")
     path.unlink(missing_ok=True)
 
 
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
-    deadline = time.monotonic() + HEALTH_TIMEOUT_S
+def wait_healthy(url: str, proc: processes.Spawned, log: Path) -> dict[str, Any]:
     last = "no answer yet"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"processor exited ({proc.returncode}); see {log}")
+
+    def healthy() -> dict[str, Any] | None:
+        nonlocal last
+        if not proc.id.alive():
+            raise SystemExit(f"processor exited{processes.exit_note(proc.pid)}; see {log}")
         try:
             response = httpx.get(f"{url}/health", timeout=5)
             body: dict[str, Any] = response.json()
-            if response.status_code == 200 and body["consumer"]["assigned_partitions"]:
-                return body
-            last = f"{response.status_code} failing={body.get('failing')}"
         except httpx.HTTPError as exc:
             last = str(exc)
-        time.sleep(0.5)
-    raise SystemExit(f"processor not healthy after {HEALTH_TIMEOUT_S:.0f}s: {last}; see {log}")
+            return None
+        if response.status_code == 200 and body["consumer"]["assigned_partitions"]:
+            return body
+        last = f"{response.status_code} failing={body.get('failing')}"
+        return None
+
+    try:
+        return wait_for("the processor to be healthy", healthy, HEALTH_TIMEOUT_S, every_s=0.5)
+    except WaitTimeout:
+        raise SystemExit(
+            f"processor not healthy after {HEALTH_TIMEOUT_S:.0f}s: {last}; see {log}"
+        ) from None
 
 
 def num(value: float | None, spec: str) -> str:
@@ -170,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     if args.down:
         stop_processor(state_dir)
-        stack(state_dir, "down")
+        stack_down(state_dir)
         return 0
     url = f"http://127.0.0.1:{args.http_port}"
     env = {
@@ -185,14 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     started_here = False
     try:
         say("local stack: Apache Kafka (KRaft) + FerretDB, as processes")
-        stack(
-            state_dir,
-            "--kafka-listen",
-            args.kafka_listen,
-            "--mongo-listen",
-            args.mongo_listen,
-            "up",
-        )
+        stack_up(state_dir, args.kafka_listen, args.mongo_listen)
         say(f"processor on {url} (log: {state_dir / 'processor.log'})")
         stop_processor(state_dir)  # a processor left by an earlier demo
         proc = start_processor(state_dir, env)
@@ -223,16 +224,20 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"producer failed with exit code {produced.returncode}")
 
         say("waiting for the processor to store every event")
-        target = before["token_usage"] + args.events
-        deadline = time.monotonic() + STORE_TIMEOUT_S
-        counts = before
-        while time.monotonic() < deadline:
+        target: int = before["token_usage"] + args.events
+        counts: dict[str, int] = before
+
+        def all_stored() -> bool:
+            nonlocal counts
             counts = httpx.get(f"{url}/api/v1/stats", timeout=10).json()
-            if counts["token_usage"] >= target:
-                break
-            time.sleep(0.5)
-        else:
-            raise SystemExit(f"only {counts['token_usage']} of {target} token events stored")
+            return counts["token_usage"] >= target
+
+        try:
+            wait_for(f"{target} token events stored", all_stored, STORE_TIMEOUT_S, every_s=0.5)
+        except WaitTimeout:
+            raise SystemExit(
+                f"only {counts['token_usage']} of {target} token events stored"
+            ) from None
 
         say("GET /health")
         print(json.dumps(httpx.get(f"{url}/health", timeout=10).json(), indent=1))
@@ -256,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.stop:
             stop_processor(state_dir)
-            stack(state_dir, "down")
+            stack_down(state_dir)
         elif started_here:
             say(f"still running: try  curl '{url}/api/v1/costs?group_by=gpu'   |  docs: {url}/docs")
             print("stop it all with:  make down")

@@ -14,6 +14,9 @@ Hosts (addresses from compose/.env.example, or ``--env-file``), each a network n
     gtc-vm4    PRODUCERS_PRIVATE_IP  python -m producers (steady background traffic)
     gtc-admin  ADMIN_IP              runs scripts/smoke-test.sh
 
+Namespace names are global on the machine: ``VMSIM_PREFIX`` (default ``gtc-``) replaces the
+``gtc-`` above, so that two simulations (two checkouts, two users) never touch each other's.
+
 Each host has one veth ("eth0") whose peer is plugged into a bridge living in its own namespace,
 ``gtc-net``: the machine's root namespace gets no address and no route on that network, so
 nothing outside the namespaces can reach the servers, and they can reach nothing outside.
@@ -32,6 +35,7 @@ import argparse
 import ipaddress
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -39,7 +43,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -48,6 +52,11 @@ REPO: Final = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python scripts/vmsim.py` puts scripts/ first, not the repo
     sys.path.insert(0, str(REPO))
 
+from devtools import processes, stack  # noqa: E402
+from devtools.logs import tail  # noqa: E402
+from devtools.processes import ProcessId  # noqa: E402
+from devtools.waiting import WaitTimeout, wait_for  # noqa: E402
+
 PY: Final = sys.executable
 STACK: Final = REPO / "scripts" / "stack.py"
 SMOKE: Final = REPO / "scripts" / "smoke-test.sh"
@@ -55,7 +64,8 @@ NFT_RENDER: Final = REPO / "scripts" / "firewall" / "nft-render.sh"
 DEFAULT_ENV_FILE: Final = REPO / "compose" / ".env.example"
 DEFAULT_STATE_DIR: Final = REPO / ".state" / "vmsim"
 
-PREFIX: Final = "gtc-"
+# Network namespaces are global on the machine: another checkout's simulation may be running.
+PREFIX: Final = os.environ.get("VMSIM_PREFIX") or "gtc-"
 NET_NS: Final = f"{PREFIX}net"
 BRIDGE: Final = "br0"
 
@@ -67,7 +77,6 @@ SERVER_START_ATTEMPTS: Final = 3
 PROCESSOR_HEALTHY_TIMEOUT_S: Final = 90.0
 # A graceful stop finishes the batch and commits (processor) or flushes (producer): seconds.
 STOP_GRACE_S: Final = 30.0
-KILL_WAIT_S: Final = 10.0
 # A dropped SYN never answers; a refused one answers in microseconds on a bridge. Two seconds
 # tells the two apart without slowing the checks down (they run in parallel).
 CONNECT_TIMEOUT_S: Final = 2.0
@@ -223,6 +232,8 @@ def base_env(**extra: str) -> dict[str, str]:
 
 
 def preflight() -> None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,20}", PREFIX):
+        raise SimError(f"VMSIM_PREFIX={PREFIX!r}: use letters, digits, '_', '.', '-' (max 21)")
     if os.geteuid() != 0:
         raise MissingTool("must run as root (network namespaces, veth, nftables)")
     missing = [t for t in ("ip", "nft", "bash", "java") if shutil.which(t) is None]
@@ -235,44 +246,13 @@ def preflight() -> None:
 # --------------------------------------------------------------------------- processes
 
 
-def proc_starttime(pid: int) -> int | None:
-    """Start time of *pid* in clock ticks since boot (None if gone or a zombie)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return None if fields[0] == "Z" else int(fields[19])
-
-
-def same_process(pid: int, starttime: int) -> bool:
-    return proc_starttime(pid) == starttime
-
-
-def reap(pid: int) -> None:
-    with suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-
-
 def stop_pid(pid: int, starttime: int, what: str) -> str:
-    """SIGTERM the process we started (checked by its start time), SIGKILL after a bound."""
-    if not same_process(pid, starttime):
-        return f"{what}: not running"
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_S
-    while time.monotonic() < deadline:
-        reap(pid)
-        if not same_process(pid, starttime):
-            return f"{what}: stopped (SIGTERM) pid {pid}"
-        time.sleep(0.2)
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + KILL_WAIT_S
-    while time.monotonic() < deadline:
-        reap(pid)
-        if not same_process(pid, starttime):
-            return f"{what}: killed (SIGKILL after {STOP_GRACE_S:.0f} s) pid {pid}"
-        time.sleep(0.2)
-    raise SimError(f"{what} pid {pid} survived SIGKILL")
+    """Stop a process we started (checked by its start time), SIGKILL after a bound."""
+    try:
+        how = processes.stop(ProcessId(pid, starttime), grace_s=STOP_GRACE_S)
+    except processes.ProcessError as exc:
+        raise SimError(f"{what}: {exc}") from None
+    return f"{what}: {how}" if how == "not running" else f"{what}: {how} pid {pid}"
 
 
 @dataclass
@@ -285,37 +265,16 @@ class Started:
     starttime: int
     log: str
 
+    @property
+    def id(self) -> ProcessId:
+        return ProcessId(self.pid, self.starttime)
+
 
 def spawn(name: str, ns: str, cmd: Sequence[str], env: Mapping[str, str], log: Path) -> Started:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        # `ip netns exec` setns()es and then exec()s: the PID is the service's own PID.
-        proc = subprocess.Popen(
-            in_ns(ns, *cmd),
-            cwd=REPO,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # survives this command (`up`), stopped by PID in `down`
-        )
-    starttime = None
-    for _ in range(50):
-        starttime = proc_starttime(proc.pid)
-        if starttime is not None:
-            break
-        time.sleep(0.02)
-    if starttime is None:
-        raise SimError(f"{name} exited at once; see {log}")
-    return Started(name, ns, proc.pid, starttime, str(log))
-
-
-def tail(path: Path | str, lines: int = 15) -> str:
-    try:
-        text = Path(path).read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join("    " + line for line in text[-lines:])
+    # `ip netns exec` setns()es and then exec()s: the PID is the service's own PID. Its own
+    # session: it survives this command (`up`) and is stopped by PID in `down`.
+    started = processes.spawn(in_ns(ns, *cmd), log=log, cwd=REPO, env=env)
+    return Started(name, ns, started.pid, started.id.starttime, str(log))
 
 
 # --------------------------------------------------------------------------- probes
@@ -430,8 +389,6 @@ def apply_firewalls(topo: Topology) -> None:
 def ensure_installed() -> None:
     """Kafka's jars and the FerretDB binary, fetched in the root namespace (the simulated hosts
     have no route to the internet) into <repo>/.cache, as scripts/stack.py caches them."""
-    from scripts import stack
-
     cache = stack.default_cache_dir()
     if not stack.installed(cache):
         say(f"installing Kafka {stack.KAFKA_VERSION} and FerretDB into {cache} (first run only)")
@@ -471,20 +428,23 @@ def start_servers(topo: Topology, state_dir: Path) -> None:
 
 
 def wait_healthy(topo: Topology, processor: Started) -> None:
-    deadline = time.monotonic() + PROCESSOR_HEALTHY_TIMEOUT_S
     status, body = 0, None
-    while time.monotonic() < deadline:
-        if not same_process(processor.pid, processor.starttime):
+
+    def healthy() -> bool:
+        nonlocal status, body
+        if not processor.id.alive():
             raise SimError(f"processor exited; its log:\n{tail(processor.log)}")
         status, body = http_get_from(BY_ROLE["admin"].ns, f"{topo.processor_url}/health")
-        if status == 200:
-            say(f"vm3: processor healthy on {topo.processor_url}")
-            return
-        time.sleep(1)
-    raise SimError(
-        f"processor not healthy after {PROCESSOR_HEALTHY_TIMEOUT_S:.0f} s "
-        f"(HTTP {status}: {body}); its log:\n{tail(processor.log)}"
-    )
+        return status == 200
+
+    try:
+        wait_for("the processor to be healthy", healthy, PROCESSOR_HEALTHY_TIMEOUT_S, every_s=1)
+    except WaitTimeout:
+        raise SimError(
+            f"processor not healthy after {PROCESSOR_HEALTHY_TIMEOUT_S:.0f} s "
+            f"(HTTP {status}: {body}); its log:\n{tail(processor.log)}"
+        ) from None
+    say(f"vm3: processor healthy on {topo.processor_url}")
 
 
 def up(topo: Topology, state_dir: Path) -> None:
@@ -670,7 +630,7 @@ def check(topo: Topology, state_dir: Path, events: int) -> bool:
         report(*result)
     state = State.load(state_dir)
     for proc in state.processes if state else []:
-        report(f"running-{proc.name}", same_process(proc.pid, proc.starttime),
+        report(f"running-{proc.name}", proc.id.alive(),
                f"pid {proc.pid} in {proc.ns}")  # fmt: skip
     say(f"smoke test from {BY_ROLE['admin'].ns} against {topo.processor_url} ({events} events)")
     code, lines = run_smoke(topo, events)
@@ -699,9 +659,9 @@ def _stop_leftovers(ns: str) -> list[str]:
     else enters them), e.g. by a run that was killed: stop them by PID."""
     done: list[str] = []
     for pid in pids_in(ns):
-        starttime = proc_starttime(pid)
-        if starttime is not None:
-            done.append(stop_pid(pid, starttime, f"leftover in {ns}"))
+        found = ProcessId.of(pid)
+        if found is not None:
+            done.append(stop_pid(found.pid, found.starttime, f"leftover in {ns}"))
     return done
 
 

@@ -3,12 +3,13 @@
 Which servers the tests use:
 
 * ``KAFKA_BOOTSTRAP`` / ``MONGO_URL`` set in the environment: exactly those, nothing is started.
-* otherwise the local stack (``scripts/stack.py``) in ``<repo>/.state/test-stack`` on the stack's
-  addresses (default 127.0.0.1:9092 and 127.0.0.1:27017, or ``STACK_KAFKA_LISTEN`` /
-  ``STACK_MONGO_LISTEN``). If something already answers there (``make stack-up``, a compose
-  stack, ...) it is used as is and never stopped. Otherwise the first test that needs a server
-  starts it; the last pytest session using the test stack stops it (sessions that run at the
-  same time share it through lease files under an fcntl lock).
+* otherwise the local stack (``devtools.stack``, the code behind ``scripts/stack.py``) in
+  ``<repo>/.state/test-stack`` on the stack's addresses (default 127.0.0.1:9092 and
+  127.0.0.1:27017, or ``STACK_KAFKA_LISTEN`` / ``STACK_MONGO_LISTEN``). If something already
+  answers there (``make stack-up``, a compose stack, ...) it is used as is and never stopped.
+  Otherwise the first test that needs a server starts it; the last pytest session using the test
+  stack stops it (sessions that run at the same time share it through lease files under an
+  fcntl lock).
 
 Everything is lazy: only a test that requests ``kafka_bootstrap`` / ``mongo_url`` (directly or
 through ``topic``, ``mongo_db``, ...) starts anything, and only the server it needs. Unit tests
@@ -21,7 +22,6 @@ import contextlib
 import fcntl
 import os
 import sys
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -35,8 +35,10 @@ from confluent_kafka.cimpl import NewTopic
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from scripts import stack
-from tests.support.processes import free_port
+from devtools import stack
+from devtools.ports import free_port
+from devtools.processes import ProcessId
+from devtools.waiting import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,19 +69,17 @@ def create_topic(bootstrap: str, name: str, partitions: int, timeout: float = 30
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
     futures[name].result(timeout=timeout)
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def leaders_ready() -> bool:
         topic = admin.list_topics(name, timeout=timeout).topics.get(name)
-        if (
+        return (
             topic is not None
             and topic.error is None
             and len(topic.partitions) == partitions
             and all(p.leader >= 0 for p in topic.partitions.values())
-        ):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"topic {name} has no leaders after {timeout:.0f} s")
-        time.sleep(0.1)
+        )
+
+    wait_for(f"leaders of every partition of {name}", leaders_ready, timeout, every_s=0.1)
 
 
 def delete_topic(bootstrap: str, name: str, timeout: float = 30.0) -> None:
@@ -98,7 +98,7 @@ def delete_topic(bootstrap: str, name: str, timeout: float = 30.0) -> None:
 def _lease_alive(path: Path) -> bool:
     try:
         pid_text, start_text = path.read_text().split()
-        return stack.process_alive(int(pid_text), int(start_text))
+        return ProcessId(int(pid_text), int(start_text)).alive()
     except (OSError, ValueError):
         return False
 
@@ -131,8 +131,9 @@ class TestStack:
     def _take_lease(self) -> None:
         if not self.lease.exists():
             self.lease.parent.mkdir(parents=True, exist_ok=True)
-            start = stack.process_starttime(os.getpid())
-            self.lease.write_text(f"{os.getpid()} {start}\n")
+            me = ProcessId.of(os.getpid())
+            assert me is not None  # this very process runs
+            self.lease.write_text(f"{me.pid} {me.starttime}\n")
 
     def address(self, server: stack.Server) -> str:
         if server in self.local:

@@ -20,7 +20,10 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 VMSIM = REPO / "scripts" / "vmsim.py"
-OUR_NAMESPACES = {"gtc-net", "gtc-vm1", "gtc-vm2", "gtc-vm3", "gtc-vm4", "gtc-admin"}
+# Namespace names are global on the machine: VMSIM_PREFIX (default gtc-) keeps this run's apart
+# from another checkout's; the same value is handed to vmsim below.
+PREFIX = os.environ.get("VMSIM_PREFIX") or "gtc-"
+OUR_NAMESPACES = {f"{PREFIX}{name}" for name in ("net", "vm1", "vm2", "vm3", "vm4", "admin")}
 # A warm run takes about 40 s; the first one on a machine also fetches Kafka's jars and builds
 # FerretDB (stack.py caches both), which can take many minutes.
 RUN_TIMEOUT_S = 1500
@@ -62,11 +65,14 @@ def test_four_host_simulation_passes_and_leaves_nothing_behind() -> None:
     if missing:
         pytest.fail(f"missing tools {missing}: run `make setup` (and `make install`)")
     left = OUR_NAMESPACES & namespaces()
-    assert not left, f"namespaces {left} exist already: `scripts/vmsim.py down` removes them"
+    assert not left, (
+        f"namespaces {left} exist already: `VMSIM_PREFIX={PREFIX} scripts/vmsim.py down`"
+    )
 
     proc = subprocess.Popen(
         [sys.executable, str(VMSIM), "run"],
         cwd=REPO,
+        env={**os.environ, "VMSIM_PREFIX": PREFIX},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -9,9 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pymongo.database import Database
 
+from devtools.events import gpu_event, token_event, ts
 from processor.app import create_app
 from processor.settings import ProcessorSettings
-from tests.support.events import gpu_event, token_event, ts
 from tests.support.kafka_io import produce_events
 from tests.support.processes import wait_for
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from pymongo.database import Database
 
-from tests.support.events import token_event
+from devtools.events import token_event
 from tests.support.kafka_io import produce_events
 from tests.support.processes import ProcessorProcess, wait_for
 

@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from pymongo import MongoClient
 
-from tests.support.events import gpu_event, token_event
+from devtools.events import gpu_event, token_event
 from tests.support.kafka_io import produce_events
 from tests.support.processes import ProcessorProcess, wait_for
 

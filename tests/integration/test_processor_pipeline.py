@@ -12,10 +12,10 @@ from prometheus_client import REGISTRY
 from pymongo import MongoClient
 from pymongo.database import Database
 
+from devtools.events import gpu_event, token_event
 from processor.consumer import PipelineLoop
 from processor.settings import ProcessorSettings
 from processor.store import MongoStore
-from tests.support.events import gpu_event, token_event
 from tests.support.kafka_io import headers_of, produce_events, produce_raw, read_topic
 from tests.support.processes import wait_for
 

@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from devtools.waiting import WaitTimeout, wait_for
 from producers.kafka_sink import KafkaSink
 from producers.settings import load_settings
 from schemas.contracts import ContractViolation, decode, kafka_key, parse_ts
@@ -133,13 +134,12 @@ def create_topic(bootstrap: str, name: str, partitions: int, config: dict[str, s
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics([NewTopic(name, partitions, 1, config=config)])
     futures[name].result(timeout=30)
-    deadline = time.monotonic() + 30
-    while True:
+
+    def leaders_ready() -> bool:
         found = admin.list_topics(timeout=10).topics.get(name)
-        if found is not None and all(p.leader >= 0 for p in found.partitions.values()):
-            return
-        assert time.monotonic() < deadline, f"topic {name} has no leaders"
-        time.sleep(0.1)
+        return found is not None and all(p.leader >= 0 for p in found.partitions.values())
+
+    wait_for(f"leaders of every partition of {name}", leaders_ready, 30, every_s=0.1)
 
 
 def delete_topic(bootstrap: str, name: str) -> None:
@@ -178,14 +178,21 @@ class ProducerProcess:
 
     def wait_for_line(self, fragment: str, timeout_s: float = 60.0, after: int = 0) -> int:
         """Index of the first stderr line (from ``after``) containing ``fragment``."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        def found() -> tuple[int] | None:
             for i in range(after, len(self.lines)):
                 if fragment in self.lines[i]:
-                    return i
+                    return (i,)  # a tuple: line 0 must count as found
             assert self.proc.poll() is None, "".join(self.lines)
-            time.sleep(0.05)
-        raise AssertionError(f"no {fragment!r} in {timeout_s}s:\n" + "".join(self.lines))
+            return None
+
+        try:
+            (index,) = wait_for(f"{fragment!r} on stderr", found, timeout_s, every_s=0.05)
+        except WaitTimeout:
+            raise AssertionError(
+                f"no {fragment!r} in {timeout_s}s:\n" + "".join(self.lines)
+            ) from None
+        return index
 
     def stop(self, timeout_s: float = 60.0) -> tuple[int, str, float]:
         """SIGTERM; (exit code, stdout, seconds it took to exit)."""

@@ -11,9 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +20,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient
 from pymongo import MongoClient
 
-from scripts import stack
+from devtools import stack
+from devtools.processes import ProcessId
+from devtools.waiting import wait_for
 from tests.conftest import FIRST_INSTALL_TIMEOUT_S, REPO, KafkaConfigFactory, PrivateStack
 
 pytestmark = pytest.mark.integration
 
 MESSAGES = 10_000
-
-
-def wait_until(what: str, probe: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_project_topics_exist_with_their_partition_counts(
@@ -124,7 +116,7 @@ def test_group_of_two_consumers_gets_10000_keyed_messages_exactly_once(
             a, b = (m.snapshot()[0] for m in members)
             return bool(a) and bool(b) and not a & b and len(a | b) == 12
 
-        wait_until("the group to split 12 partitions between 2 members", split, timeout=60)
+        wait_for("the group to split 12 partitions between 2 members", split, timeout_s=60)
 
         delivered: list[int] = []
         failures: list[str] = []
@@ -150,10 +142,10 @@ def test_group_of_two_consumers_gets_10000_keyed_messages_exactly_once(
         assert len(delivered) == MESSAGES
         assert len(set(delivered)) > 1
 
-        wait_until(
+        wait_for(
             f"{MESSAGES} messages in the group",
             lambda: sum(m.snapshot()[1] for m in members) >= MESSAGES,
-            timeout=120,
+            timeout_s=120,
         )
     finally:
         for member in members:
@@ -297,10 +289,11 @@ def test_down_never_signals_a_process_it_did_not_start(tmp_path: Path, forgery: 
     """A PID file naming someone else's process (or a reused PID) is stale: removed, no signal."""
     victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        start = stack.process_starttime(victim.pid)
-        assert start is not None
+        victim_id = ProcessId.of(victim.pid)
+        assert victim_id is not None
+        start = victim_id.starttime
         proc_cmdline = Path(f"/proc/{victim.pid}/cmdline")
-        wait_until("the victim to exec", lambda: b"time.sleep" in proc_cmdline.read_bytes(), 10)
+        wait_for("the victim to exec", lambda: b"time.sleep" in proc_cmdline.read_bytes(), 10)
         cmdline = proc_cmdline.read_bytes().split(b"\0")[:-1]
         meta = {
             "pid": victim.pid,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from tests.support.events import token_event
+from devtools.events import token_event
 from tests.support.kafka_io import produce_events
 from tests.support.processes import REPO, ProcessorProcess, free_port, wait_for
 

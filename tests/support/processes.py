@@ -2,50 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
+from devtools import processes
+from devtools.ports import free_port
+from devtools.waiting import wait_for
+
+# free_port and wait_for live in the dev toolkit; importable from here for older tests.
+__all__ = ["REPO", "ProcessorProcess", "free_port", "wait_for"]
+
 REPO = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
-
-
-def free_port(pair: bool = False) -> int:
-    """A TCP port free on 127.0.0.1 right now; with *pair*, port+1 is free too (the local
-    stack's Kafka controller listens on the broker port + 1)."""
-    for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if not pair:
-            return port
-        with socket.socket() as sock, contextlib.suppress(OSError):
-            sock.bind(("127.0.0.1", port + 1))
-            return port
-    raise RuntimeError("no free port pair found on 127.0.0.1")
-
-
-def wait_for(
-    what: str, probe: Callable[[], T | None], timeout_s: float = 60.0, every_s: float = 0.2
-) -> T:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what`` on timeout."""
-    deadline = time.monotonic() + timeout_s
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (last={last!r})")
 
 
 class ProcessorProcess:
@@ -62,23 +35,27 @@ class ProcessorProcess:
             "HTTP_PORT": str(self.port),
             "PYTHONUNBUFFERED": "1",
         }
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.started: processes.Spawned | None = None
 
     def start(self) -> ProcessorProcess:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
+        # Same session as pytest: a Ctrl-C of the test run reaches the replica too.
+        started = processes.spawn(
             [sys.executable, "-m", "processor"],
+            log=self.log_path,
             cwd=REPO,
             env=self._env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            new_session=False,
         )
-        log.close()
+        self.started = started
         wait_for(f"processor on {self.url} to serve HTTP", self._answers, timeout_s=60)
         return self
 
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        assert self.started is not None, "start() first"
+        return self.started.popen
+
     def _answers(self) -> bool:
-        assert self.proc is not None
         if self.proc.poll() is not None:
             raise AssertionError(f"processor exited with {self.proc.returncode}:\n{self.logs()}")
         try:
@@ -103,22 +80,18 @@ class ProcessorProcess:
 
     def kill(self) -> None:
         """SIGKILL: no flush, no commit, no goodbye."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+        if self.started is not None:
+            processes.kill(self.started.id)
             self.proc.wait(10)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM, then fail unless the processor shut down gracefully: exit 0, the loop's
         own "stopped" line and uvicorn's shutdown line."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-                raise AssertionError(f"processor ignored SIGTERM:\n{self.logs()}") from None
+        assert self.started is not None, "start() first"
+        how = processes.stop(self.started.id, grace_s=timeout_s)
+        self.proc.wait(10)
+        if how.startswith("killed"):
+            raise AssertionError(f"processor ignored SIGTERM:\n{self.logs()}")
         assert self.proc.returncode == 0, f"exit {self.proc.returncode}:\n{self.logs()}"
         assert "consume loop stopped" in self.logs(), self.logs()
         assert "Application shutdown complete" in self.logs(), self.logs()

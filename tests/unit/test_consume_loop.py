@@ -15,11 +15,11 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from devtools.events import gpu_event, token_event
 from processor import documents
 from processor.consumer import PipelineLoop
 from processor.settings import ProcessorSettings
 from processor.store import MongoStore
-from tests.support.events import gpu_event, token_event
 from tests.unit.fakes.pipeline import FakeConsumer, FakeMessage, FakeProducer, FakeStore
 
 GPU = "GPU-11111111-0000-0000-0000-000000000001"

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from devtools.events import gpu_event, token_event
 from processor.cost import TokenCost
 from processor.documents import gpu_metrics_doc, time_buckets, token_usage_doc
 from schemas.contracts import epoch_us, format_ts, from_epoch_us, parse_ts
-from tests.support.events import gpu_event, token_event
 
 
 def to_ts_us(ts: str) -> int:

@@ -1,4 +1,4 @@
-"""Builders of contract-valid events for tests (plain dicts, as producers send them)."""
+"""Builders of contract-valid events (plain dicts, as producers send them), for tests and bench."""
 
 from __future__ import annotations
 
