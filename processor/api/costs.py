@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from processor.api.deps import StoreDep
 from processor.api.problems import problem_responses
-from processor.api.times import resolve_range
+from processor.api.times import Rfc3339, resolve_range
 from processor.documents import epoch_us, time_buckets
 from processor.exceptions import BadParameter, InvalidParameters
 from processor.rollup import allocate
@@ -66,9 +66,9 @@ def get_costs(
     group_by: Annotated[GroupBy, Query(description="What each row is about.")] = "model",
     granularity: Annotated[Granularity, Query(description="Size of each time bucket.")] = "hour",
     start: Annotated[
-        datetime | None, Query(description="Inclusive, RFC 3339; default end - 24h.")
+        Rfc3339 | None, Query(description="Inclusive, RFC 3339; default end - 24h.")
     ] = None,
-    end: Annotated[datetime | None, Query(description="Exclusive, RFC 3339; default now.")] = None,
+    end: Annotated[Rfc3339 | None, Query(description="Exclusive, RFC 3339; default now.")] = None,
     # host and model have the contract's bounds: a longer value can match no stored event.
     host: Annotated[
         str | None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, cast
+from typing import Annotated, Final, cast
 
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
@@ -12,23 +12,28 @@ from gpu_readers import GpuReaderError
 from processor.api.deps import GpuReaderDep, SettingsDep, StoreDep
 from processor.api.problems import problem_responses
 from processor.api.readings import GpuMetricsEvent, Source, StoredReading, reading_out
-from processor.api.times import resolve_range
+from processor.api.times import Rfc3339, resolve_range
 from processor.documents import epoch_us
 
 router = APIRouter(tags=["gpus"])
+
+# The GPU the documentation's examples name (tests/integration/test_api_schemathesis.py stores
+# readings for it, so example requests find rows).
+EXAMPLE_HOST: Final = "inference-01"
+EXAMPLE_GPU_UUID: Final = "GPU-5f1c2b7e-8d3a-4c6f-9e21-0a7b3c4d5e6f"
 
 # The contract's own bounds on the two halves of a gpu_key: a path beyond them can name no GPU,
 # so it is refused with the reason instead of looked up.
 HostPath = Annotated[
     str,
     Path(
-        min_length=1, max_length=253, pattern=r"^[^/\s]+$",
+        min_length=1, max_length=253, pattern=r"^[^/\s]+$", examples=[EXAMPLE_HOST],
         description="The GPU's host.",
     ),
 ]  # fmt: skip
 GpuUuidPath = Annotated[
     str,
-    Path(min_length=1, max_length=128, description="The GPU's UUID."),
+    Path(min_length=1, max_length=128, examples=[EXAMPLE_GPU_UUID], description="The GPU's UUID."),
 ]
 
 
@@ -99,9 +104,9 @@ def list_gpu_readings(
     host: HostPath,
     gpu_uuid: GpuUuidPath,
     start: Annotated[
-        datetime | None, Query(description="Inclusive, RFC 3339; default end - 1h.")
+        Rfc3339 | None, Query(description="Inclusive, RFC 3339; default end - 1h.")
     ] = None,
-    end: Annotated[datetime | None, Query(description="Exclusive, RFC 3339; default now.")] = None,
+    end: Annotated[Rfc3339 | None, Query(description="Exclusive, RFC 3339; default now.")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000, description="Most readings returned.")] = 1000,
 ) -> Readings:
     """One GPU's readings in a time range, oldest first."""

@@ -1,16 +1,49 @@
-"""Time parameters of the API: inside the range events may carry, start before end.
+"""Time parameters of the API: RFC 3339 only, inside the range events may carry.
 
-start_utc, end_utc = resolve_range(start, end, timedelta(hours=1))
+    start: Annotated[Rfc3339 | None, Query(description="...")] = None
+    start_utc, end_utc = resolve_range(start, end, timedelta(hours=1))
+
+Pydantic alone would also take ``0.5`` or ``1700000000`` (seconds since the epoch), a bare
+date or a time without seconds; none of them is RFC 3339, and a client sending them would get
+a range it did not mean without knowing. Two leniencies remain on purpose, because clients
+already rely on them: a time without a zone offset is read as UTC, and a space may stand for
+the ``T`` (what ``str(datetime)`` prints).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from typing import Annotated, Final
+
+from pydantic import BeforeValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from processor.exceptions import BadParameter, InvalidParameters
 from schemas.contracts import ts_range
 
-__all__ = ["resolve_range"]
+__all__ = ["Rfc3339", "resolve_range"]
+
+_RFC3339: Final = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?", re.ASCII
+)
+
+
+def _rfc3339(value: object) -> object:
+    if isinstance(value, str) and not _RFC3339.fullmatch(value):
+        # PydanticCustomError rather than ValueError: the reason reads without "Value error, ".
+        raise PydanticCustomError(
+            "rfc3339", "must be an RFC 3339 date-time such as 2026-11-23T10:00:00Z"
+        )
+    # Upper case: RFC 3339 allows 't' and 'z', pydantic's parser wants 'T' and 'Z'.
+    return value.upper() if isinstance(value, str) else value
+
+
+Rfc3339 = Annotated[
+    datetime,
+    BeforeValidator(_rfc3339),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 
 
 def _utc(value: datetime) -> datetime:

@@ -171,7 +171,9 @@ def test_costs_by_gpu_and_host(loaded: TestClient) -> None:
         # Refused while parsing (FastAPI) ...
         ({"group_by": "colour"}, "group_by", "'model', 'gpu' or 'host'"),
         ({"granularity": "week"}, "granularity", "'minute', 'hour' or 'day'"),
-        ({"start": "yesterday"}, "start", "valid datetime"),
+        ({"start": "yesterday"}, "start", "RFC 3339"),
+        ({"start": "1700000000"}, "start", "RFC 3339"),  # seconds since the epoch: not RFC 3339
+        ({"end": "2026-11-23"}, "end", "RFC 3339"),
         ({"host": ""}, "host", "at least 1 character"),
         ({"host": "a/b"}, "host", "pattern"),
         # ... and by the route: the same shape.
@@ -199,6 +201,13 @@ def test_every_bad_parameter_is_listed(client: TestClient) -> None:
     assert {(p["location"], p["name"]) for p in body["invalid_params"]} == {
         ("path", "host"), ("query", "limit"), ("query", "start"),
     }  # fmt: skip
+
+
+def test_times_in_rfc3339_with_the_documented_leniencies_are_accepted(client: TestClient) -> None:
+    for start in ("2026-11-23T10:00:00Z", "2026-11-23t10:00:00.5z", "2026-11-23T10:00:00",
+                  "2026-11-23 10:00:00+01:00"):  # fmt: skip
+        response = client.get("/api/v1/costs", params={"start": start, "end": ts(3600)})
+        assert response.status_code == 200, (start, response.text)
 
 
 def test_unknown_gpu_route_and_method_are_problems(loaded: TestClient) -> None:
