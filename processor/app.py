@@ -2,6 +2,8 @@
 
 >>> app = create_app(ProcessorSettings())
 >>> uvicorn.run(app, host="127.0.0.1", port=8080)
+
+Every error the API answers is an RFC 9457 problem (processor/api/problems.py, docs/api.md).
 """
 
 from __future__ import annotations
@@ -11,14 +13,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from confluent_kafka.admin import AdminClient
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from starlette_exporter import PrometheusMiddleware, handle_metrics
 
 from gpu_readers import GpuReader
-from processor.api import costs, gpus, health, stats
+from processor.api import costs, gpus, health, problems, stats
+from processor.api.deps import LocalGpuReader
 from processor.consumer import PipelineLoop
-from processor.exceptions import StoreUnavailable
 from processor.settings import ProcessorSettings
 from processor.store import MongoStore
 
@@ -27,8 +29,23 @@ __all__ = ["create_app"]
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: ProcessorSettings | None = None, *, consume: bool = True) -> FastAPI:
-    """Build the app; ``consume=False`` serves the API without joining the consumer group."""
+def _operation_id(route: APIRoute) -> str:
+    # The route function's name (get_costs, list_gpu_readings), not FastAPI's default
+    # name + path + method (costs_api_v1_costs_get): what a generated client calls.
+    return route.name
+
+
+def create_app(
+    settings: ProcessorSettings | None = None,
+    *,
+    consume: bool = True,
+    gpu_reader: LocalGpuReader | None = None,
+) -> FastAPI:
+    """Build the app; ``consume=False`` serves the API without joining the consumer group.
+
+    ``gpu_reader`` answers ``/gpu/info``'s local part; by default a ``GpuReader`` of this host
+    (NVML -> nvidia-smi -> seed file), which the app also closes on shutdown.
+    """
     settings = settings or ProcessorSettings()
 
     @asynccontextmanager
@@ -39,7 +56,12 @@ def create_app(settings: ProcessorSettings | None = None, *, consume: bool = Tru
         app.state.settings = settings
         app.state.store = store
         app.state.kafka_admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-        app.state.gpu_reader = GpuReader(settings.processor_host, seed_file=settings.gpu_seed_file)
+        own_reader = (
+            GpuReader(settings.processor_host, seed_file=settings.gpu_seed_file)
+            if gpu_reader is None
+            else None
+        )
+        app.state.gpu_reader = gpu_reader if own_reader is None else own_reader
         app.state.loop = PipelineLoop(settings, store) if consume else None
         if app.state.loop is not None:
             app.state.loop.start()
@@ -53,13 +75,17 @@ def create_app(settings: ProcessorSettings | None = None, *, consume: bool = Tru
             if app.state.loop is not None:
                 app.state.loop.stop()
             store.close()
+            if own_reader is not None:
+                own_reader.close()
 
     app = FastAPI(
         title="GPU token-cost processor",
         description="What each LLM token costs on your own GPUs.",
         version="0.1.0",
         lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
     )
+    problems.install(app)
     app.add_middleware(
         PrometheusMiddleware,
         app_name="processor",
@@ -69,9 +95,4 @@ def create_app(settings: ProcessorSettings | None = None, *, consume: bool = Tru
     app.add_route("/metrics", handle_metrics)
     for module in (health, gpus, costs, stats):
         app.include_router(module.router)
-
-    @app.exception_handler(StoreUnavailable)
-    async def store_unavailable(_request: Request, exc: StoreUnavailable) -> JSONResponse:
-        return JSONResponse(status_code=503, content={"detail": str(exc)})
-
     return app

@@ -3,12 +3,22 @@
 ProcessorError
  ├── ConfigError            a setting is invalid (the service refuses to start)
  ├── StoreUnavailable       MongoDB did not answer or failed a write: pause, keep offsets, retry
- └── DeadLetterUnavailable  the dead-letter topic did not take a letter: pause, keep offsets, retry
+ ├── DeadLetterUnavailable  the dead-letter topic did not take a letter: pause, keep offsets, retry
+ └── InvalidParameters      an HTTP request's parameters are wrong together (answered 422)
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DeadLetterUnavailable", "ProcessorError", "StoreUnavailable"]
+from dataclasses import dataclass
+
+__all__ = [
+    "BadParameter",
+    "ConfigError",
+    "DeadLetterUnavailable",
+    "InvalidParameters",
+    "ProcessorError",
+    "StoreUnavailable",
+]
 
 
 class ProcessorError(Exception):
@@ -25,3 +35,20 @@ class StoreUnavailable(ProcessorError):
 
 class DeadLetterUnavailable(ProcessorError):
     """The dead-letter topic did not take a record in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class BadParameter:
+    """One refused request parameter: where it was (``query``, ``path``), its name, why."""
+
+    where: str
+    name: str
+    reason: str
+
+
+class InvalidParameters(ProcessorError):
+    """Request parameters that each parse but are refused (a range too long, start >= end)."""
+
+    def __init__(self, *params: BadParameter) -> None:
+        self.params = params
+        super().__init__("; ".join(f"{p.name}: {p.reason}" for p in params))

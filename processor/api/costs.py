@@ -5,13 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from processor.api.deps import StoreDep
+from processor.api.problems import problem_responses
+from processor.api.times import Rfc3339, resolve_range
 from processor.documents import time_buckets
+from processor.exceptions import BadParameter, InvalidParameters
 from processor.rollup import allocate
-from schemas.contracts import epoch_us, ts_range
+from schemas.contracts import epoch_us
 
 router = APIRouter(prefix="/api/v1", tags=["costs"])
 
@@ -58,56 +61,25 @@ class CostReport(BaseModel):
     totals: CostTotals
 
 
-def _utc(value: datetime) -> datetime:
-    # A time without a zone is read as UTC, like every ts the pipeline stores.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _in_range(name: str, value: datetime) -> datetime:
-    """``value`` in UTC if it lies in the contracts' ts range, else a 422 naming ``name``."""
-    earliest, latest = ts_range()
-    try:
-        utc = _utc(value)
-    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is past year 9999 in UTC
-        utc = None
-    if utc is None or not earliest <= utc <= latest:
-        raise HTTPException(
-            422, f"{name} ({value.isoformat()}) must lie between {earliest:%Y-%m-%dT%H:%M:%SZ} "
-                 f"and {latest:%Y-%m-%dT%H:%M:%SZ}, the range events may carry",
-        )  # fmt: skip
-    return utc
-
-
-def resolve_range(
-    start: datetime | None, end: datetime | None, default: timedelta
-) -> tuple[datetime, datetime]:
-    """Defaults (the last ``default`` up to now) and sanity checks, as 422s with a reason."""
-    end_utc = _in_range("end", end) if end is not None else datetime.now(UTC)
-    if start is not None:
-        start_utc = _in_range("start", start)
-    else:
-        # The default never reaches below what any event can carry.
-        start_utc = max(end_utc - default, ts_range()[0])
-    if start_utc >= end_utc:
-        raise HTTPException(422, f"start ({start_utc.isoformat()}) must be before end "
-                                 f"({end_utc.isoformat()})")  # fmt: skip
-    return start_utc, end_utc
-
-
-@router.get("/costs", response_model=CostReport)
-def costs(
+@router.get("/costs", response_model=CostReport, responses=problem_responses(422, 503))
+def get_costs(
     store: StoreDep,
     group_by: Annotated[GroupBy, Query(description="What each row is about.")] = "model",
     granularity: Annotated[Granularity, Query(description="Size of each time bucket.")] = "hour",
     start: Annotated[
-        datetime | None, Query(description="Inclusive, RFC 3339; default end - 24h.")
+        Rfc3339 | None, Query(description="Inclusive, RFC 3339; default end - 24h.")
     ] = None,
-    end: Annotated[datetime | None, Query(description="Exclusive, RFC 3339; default now.")] = None,
-    host: Annotated[str | None, Query(min_length=1, description="Only this host.")] = None,
+    end: Annotated[Rfc3339 | None, Query(description="Exclusive, RFC 3339; default now.")] = None,
+    # host and model have the contract's bounds: a longer value can match no stored event.
+    host: Annotated[
+        str | None,
+        Query(min_length=1, max_length=253, pattern=r"^[^/\s]+$", description="Only this host."),
+    ] = None,
     model: Annotated[
         str | None,
         Query(
             min_length=1,
+            max_length=256,
             description="Only this model's usage, in every grouping: its share of each "
             "GPU-minute's allocation; idle minutes belong to no model and are left out.",
         ),
@@ -116,10 +88,10 @@ def costs(
     """Tokens, allocation cost, idle cost, $ per 1k tokens and p95 latency per group and period."""
     start_utc, end_utc = resolve_range(start, end, timedelta(hours=24))
     if end_utc - start_utc > _MAX_RANGE[granularity]:
-        raise HTTPException(
-            422, f"range too long for granularity={granularity}: at most "
-                 f"{_MAX_RANGE[granularity].days} days",
-        )  # fmt: skip
+        raise InvalidParameters(BadParameter(
+            "query", "start", f"range too long for granularity={granularity}: at most "
+                              f"{_MAX_RANGE[granularity].days} days from start to end",
+        ))  # fmt: skip
     first = time_buckets(epoch_us(start_utc))["minute"]
     # end is exclusive: a partial last minute is included up to its start.
     last = time_buckets(epoch_us(end_utc) - 1)["minute"]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from confluent_kafka import KafkaException
 from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
-from processor.api.deps import KafkaAdminDep, LoopDep, SettingsDep, StoreDep
+from processor.api.deps import KafkaAdmin, KafkaAdminDep, LoopDep, SettingsDep, StoreDep
+from processor.api.problems import problem_responses
 from processor.exceptions import StoreUnavailable
 
 router = APIRouter(tags=["health"])
@@ -38,7 +39,7 @@ class Health(BaseModel):
     consumer: ConsumerCheck
 
 
-def _kafka_check(admin: Any, topic: str, loop_error: str | None) -> Check:
+def _kafka_check(admin: KafkaAdmin, topic: str, loop_error: str | None) -> Check:
     try:
         meta = admin.list_topics(topic, timeout=_KAFKA_PROBE_S)
     except KafkaException as exc:
@@ -51,8 +52,17 @@ def _kafka_check(admin: Any, topic: str, loop_error: str | None) -> Check:
     return Check(ok=True, detail=f"topic {topic} has {len(found.partitions)} partitions")
 
 
-@router.get("/health", response_model=Health, responses={503: {"model": Health}})
-def health(
+@router.get(
+    "/health",
+    response_model=Health,
+    # Degraded is not an error of the request: the 503 carries the same report as the 200, so
+    # a load balancer sees the status and a person sees why.
+    responses={
+        503: {"model": Health, "description": "Degraded: `failing` names the checks that fail."},
+        **problem_responses(),
+    },
+)
+def get_health(
     response: Response,
     settings: SettingsDep,
     store: StoreDep,

@@ -7,11 +7,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from pymongo.database import Database
 
 from devtools.events import gpu_event, token_event, ts
+from processor.api.problems import INVALID_PARAMETERS, PROBLEM_MEDIA_TYPE
 from processor.app import create_app
 from processor.settings import ProcessorSettings
+from tests.integration.api_support import KnownReader
 from tests.support.kafka_io import produce_events
 from tests.support.processes import wait_for
 
@@ -22,16 +25,45 @@ RANGE = {"start": ts(0), "end": ts(7200)}
 
 
 @pytest.fixture
-def client(
+def settings(
     kafka_bootstrap: str, mongo_url: str, topic: str, dlq_topic: str, group_id: str,
     mongo_db: Database[dict[str, Any]],
-) -> Iterator[TestClient]:  # fmt: skip
-    settings = ProcessorSettings(
+) -> ProcessorSettings:  # fmt: skip
+    return ProcessorSettings(
         kafka_bootstrap=kafka_bootstrap, kafka_topic=topic, kafka_dlq_topic=dlq_topic,
         kafka_group_id=group_id, mongo_url=mongo_url, mongo_db=mongo_db.name,
     )  # fmt: skip
-    with TestClient(create_app(settings)) as test_client:
+
+
+@pytest.fixture
+def local_gpus() -> KnownReader:
+    """What /gpu/info reads locally: two known GPUs, whatever this host has (NVML or not)."""
+    return KnownReader(
+        [
+            gpu_event("api-local", "GPU-local-0", 0, price_per_hour_usd=2.0),
+            gpu_event("api-local", "GPU-local-1", 0, gpu_index=1, gpu_name="NVIDIA L4"),
+        ],
+        source="nvml",
+    )
+
+
+@pytest.fixture
+def client(settings: ProcessorSettings, local_gpus: KnownReader) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, gpu_reader=local_gpus)) as test_client:
         yield test_client
+
+
+def assert_problem(response: Any, status: int, path: str) -> dict[str, Any]:
+    """``response`` is an RFC 9457 problem with ``status`` about ``path``; returns its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM_MEDIA_TYPE
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["instance"] == path
+    assert body["title"]
+    assert body["detail"]
+    assert set(body) <= {"type", "title", "status", "detail", "instance", "invalid_params"}
+    return body
 
 
 @pytest.fixture
@@ -73,16 +105,33 @@ def test_health_is_ok_with_every_check_named(client: TestClient) -> None:
     assert body["consumer"]["assigned_partitions"] == list(range(12))
 
 
-def test_gpu_info_names_the_local_source_and_the_stream(loaded: TestClient) -> None:
+def test_gpu_info_names_the_local_source_and_the_stream(
+    loaded: TestClient, local_gpus: KnownReader
+) -> None:
     body = loaded.get("/gpu/info").json()
-    # No GPU on this machine: NVML and nvidia-smi are skipped with a reason, the seed answers.
-    assert body["local"]["source"] == "seed"
-    assert set(body["local"]["skipped"]) == {"nvml", "nvidia-smi"}
-    assert all(g["source"] == "seed" for g in body["local"]["gpus"])
-    assert len(body["local"]["gpus"]) >= 2
+    # The injected reader's events, unchanged: optional fields it left out stay out.
+    assert body["local"] == {
+        "source": "nvml", "skipped": {}, "gpus": local_gpus.events, "error": None,
+    }  # fmt: skip
     latest = [r for r in body["stream"] if r["gpu_uuid"] == GPU]
     assert len(latest) == 1
-    assert latest[0]["ts"].startswith("2026-11-23T10:01:01")  # the newest of three readings
+    assert latest[0]["ts"] == "2026-11-23T10:01:01+00:00"  # the newest of three readings
+    assert latest[0]["gpu_key"] == f"api-host/{GPU}"
+    assert latest[0]["price_per_hour_usd"] == 3.60
+    assert latest[0]["price_source"] == "event"
+
+
+def test_gpu_info_says_why_no_local_gpu_could_be_read(
+    client: TestClient, local_gpus: KnownReader
+) -> None:
+    local_gpus.fail({"nvml": "library not found", "nvidia-smi": "not on PATH"})
+    response = client.get("/gpu/info")
+    assert response.status_code == 200, response.text
+    local = response.json()["local"]
+    assert local["source"] is None
+    assert local["gpus"] == []
+    assert local["skipped"] == {"nvml": "library not found", "nvidia-smi": "not on PATH"}
+    assert "nvml: library not found" in local["error"]
 
 
 def test_costs_by_model_split_allocation_by_token_share(loaded: TestClient) -> None:
@@ -117,22 +166,83 @@ def test_costs_by_gpu_and_host(loaded: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
-    ("params", "reason"),
+    ("params", "name", "reason"),
     [
-        ({"group_by": "colour"}, "group_by"),
-        ({"granularity": "week"}, "granularity"),
-        ({"start": "yesterday"}, "start"),
-        ({"start": ts(60), "end": ts(0)}, "must be before end"),
-        ({"start": ts(0), "end": ts(8 * 86400), "granularity": "minute"}, "range too long"),
-        ({"host": ""}, "host"),
+        # Refused while parsing (FastAPI) ...
+        ({"group_by": "colour"}, "group_by", "'model', 'gpu' or 'host'"),
+        ({"granularity": "week"}, "granularity", "'minute', 'hour' or 'day'"),
+        ({"start": "yesterday"}, "start", "RFC 3339"),
+        ({"start": "1700000000"}, "start", "RFC 3339"),  # seconds since the epoch: not RFC 3339
+        ({"end": "2026-11-23"}, "end", "RFC 3339"),
+        ({"host": ""}, "host", "at least 1 character"),
+        ({"host": "a/b"}, "host", "pattern"),
+        # ... and by the route: the same shape.
+        ({"start": ts(60), "end": ts(0)}, "start", "must be before end"),
+        ({"start": ts(0), "end": ts(8 * 86400), "granularity": "minute"}, "start",
+         "range too long"),
     ],
-)
-def test_bad_query_parameters_get_422_with_the_reason(
-    client: TestClient, params: dict[str, str], reason: str
+)  # fmt: skip
+def test_bad_query_parameters_get_a_problem_naming_each(
+    client: TestClient, params: dict[str, str], name: str, reason: str
 ) -> None:
-    response = client.get("/api/v1/costs", params=params)
-    assert response.status_code == 422
-    assert reason in response.text
+    body = assert_problem(client.get("/api/v1/costs", params=params), 422, "/api/v1/costs")
+    assert body["type"] == INVALID_PARAMETERS
+    (param,) = body["invalid_params"]
+    assert param["location"] == "query"
+    assert param["name"] == name
+    assert reason in param["reason"]
+    assert reason in body["detail"]
+
+
+def test_every_bad_parameter_is_listed(client: TestClient) -> None:
+    path = f"/api/v1/gpus/bad host/{GPU}/metrics"
+    response = client.get(path, params={"limit": 0, "start": "soon"})
+    body = assert_problem(response, 422, path.replace(" ", "%20"))
+    assert {(p["location"], p["name"]) for p in body["invalid_params"]} == {
+        ("path", "host"), ("query", "limit"), ("query", "start"),
+    }  # fmt: skip
+
+
+def test_times_in_rfc3339_with_the_documented_leniencies_are_accepted(client: TestClient) -> None:
+    for start in ("2026-11-23T10:00:00Z", "2026-11-23t10:00:00.5z", "2026-11-23T10:00:00",
+                  "2026-11-23 10:00:00+01:00"):  # fmt: skip
+        response = client.get("/api/v1/costs", params={"start": start, "end": ts(3600)})
+        assert response.status_code == 200, (start, response.text)
+
+
+def test_unknown_gpu_route_and_method_are_problems(loaded: TestClient) -> None:
+    path = "/api/v1/gpus/api-host/GPU-nope/metrics"
+    body = assert_problem(loaded.get(path), 404, path)
+    assert body["type"] == "about:blank"
+    assert body["title"] == "Not Found"
+    assert "no readings ever stored for GPU api-host/GPU-nope" in body["detail"]
+    assert "invalid_params" not in body
+    assert_problem(loaded.get("/api/v2/nothing"), 404, "/api/v2/nothing")
+    response = loaded.post("/api/v1/stats")
+    assert_problem(response, 405, "/api/v1/stats")
+    assert response.headers["allow"] == "GET"
+
+
+def test_mongodb_down_is_a_503_problem(settings: ProcessorSettings) -> None:
+    # Nothing listens on port 9 (discard); a short timeout keeps the failure quick.
+    down = settings.model_copy(
+        update={"mongo_url": SecretStr("mongodb://127.0.0.1:9/"), "mongo_timeout_ms": 300}
+    )
+    with TestClient(create_app(down, consume=False, gpu_reader=KnownReader([]))) as client:
+        body = assert_problem(client.get("/api/v1/stats"), 503, "/api/v1/stats")
+        assert body["type"] == "about:blank"
+        assert "MongoDB count failed" in body["detail"]
+
+
+def test_degraded_health_is_a_503_with_the_report(settings: ProcessorSettings) -> None:
+    with TestClient(create_app(settings, consume=False, gpu_reader=KnownReader([]))) as client:
+        response = client.get("/health")
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["failing"] == ["consumer"]
+    assert body["consumer"]["detail"] == "consume loop not started"
 
 
 OUT_OF_RANGE = ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "1969-12-31T23:00:00Z"]
@@ -152,8 +262,10 @@ def test_times_outside_the_event_range_get_422_not_500(
     client: TestClient, path: str, params: dict[str, str]
 ) -> None:
     response = client.get(path, params=params)
-    assert response.status_code == 422, response.text
-    assert "must lie between 1970-01-01T00:00:00Z and 2100-01-01T00:00:00Z" in response.text
+    body = assert_problem(response, 422, path)
+    (param,) = body["invalid_params"]
+    assert param["name"] in params
+    assert "must lie between 1970-01-01T00:00:00Z and 2100-01-01T00:00:00Z" in param["reason"]
     # The connection stays usable (a 500 from an exception would have dropped it).
     assert client.get("/api/v1/stats").status_code == 200
 
@@ -193,11 +305,18 @@ def test_one_gpus_readings_over_a_range(loaded: TestClient) -> None:
     )
     assert response.status_code == 200
     readings = response.json()["readings"]
-    assert [r["ts"][:19] for r in readings] == ["2026-11-23T10:00:00", "2026-11-23T10:00:30"]
-    assert loaded.get("/api/v1/gpus/api-host/GPU-nope/metrics").status_code == 404
-    assert (
-        loaded.get(f"/api/v1/gpus/api-host/{GPU}/metrics", params={"limit": 0}).status_code == 422
-    )
+    assert [r["ts"] for r in readings] == ["2026-11-23T10:00:00+00:00", "2026-11-23T10:00:30+00:00"]
+    # Field names and values as before the response models: the contract's, plus the price.
+    assert set(readings[0]) == {
+        "event_id", "ts", "host", "gpu_uuid", "gpu_index", "source", "gpu_name",
+        "utilization_gpu_pct", "memory_used_mib", "memory_total_mib", "power_draw_w",
+        "temperature_gpu_c", "clock_sm_mhz", "unsupported_fields", "gpu_key",
+        "price_per_hour_usd", "price_source", "event_price_per_hour_usd",
+    }  # fmt: skip
+    assert readings[0]["memory_used_mib"] == 30000
+    assert readings[0]["temperature_gpu_c"] is None
+    limited = loaded.get(f"/api/v1/gpus/api-host/{GPU}/metrics", params={**RANGE, "limit": 1})
+    assert len(limited.json()["readings"]) == 1
 
 
 def test_stats_and_metrics(loaded: TestClient) -> None:

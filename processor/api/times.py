@@ -1,0 +1,83 @@
+"""Time parameters of the API: RFC 3339 only, inside the range events may carry.
+
+    start: Annotated[Rfc3339 | None, Query(description="...")] = None
+    start_utc, end_utc = resolve_range(start, end, timedelta(hours=1))
+
+Pydantic alone would also take ``0.5`` or ``1700000000`` (seconds since the epoch), a bare
+date or a time without seconds; none of them is RFC 3339, and a client sending them would get
+a range it did not mean without knowing. Two leniencies remain on purpose, because clients
+already rely on them: a time without a zone offset is read as UTC, and a space may stand for
+the ``T`` (what ``str(datetime)`` prints).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Final
+
+from pydantic import BeforeValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+from processor.exceptions import BadParameter, InvalidParameters
+from schemas.contracts import ts_range
+
+__all__ = ["Rfc3339", "resolve_range"]
+
+_RFC3339: Final = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?", re.ASCII
+)
+
+
+def _rfc3339(value: object) -> object:
+    if isinstance(value, str) and not _RFC3339.fullmatch(value):
+        # PydanticCustomError rather than ValueError: the reason reads without "Value error, ".
+        raise PydanticCustomError(
+            "rfc3339", "must be an RFC 3339 date-time such as 2026-11-23T10:00:00Z"
+        )
+    # Upper case: RFC 3339 allows 't' and 'z', pydantic's parser wants 'T' and 'Z'.
+    return value.upper() if isinstance(value, str) else value
+
+
+Rfc3339 = Annotated[
+    datetime,
+    BeforeValidator(_rfc3339),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
+def _utc(value: datetime) -> datetime:
+    # A time without a zone is read as UTC, like every ts the pipeline stores.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _in_range(name: str, value: datetime) -> datetime:
+    """``value`` in UTC if it lies in the contracts' ts range, else a 422 naming ``name``."""
+    earliest, latest = ts_range()
+    try:
+        utc = _utc(value)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is past year 9999 in UTC
+        utc = None
+    if utc is None or not earliest <= utc <= latest:
+        raise InvalidParameters(BadParameter(
+            "query", name, f"{value.isoformat()} must lie between {earliest:%Y-%m-%dT%H:%M:%SZ} "
+                           f"and {latest:%Y-%m-%dT%H:%M:%SZ}, the range events may carry",
+        ))  # fmt: skip
+    return utc
+
+
+def resolve_range(
+    start: datetime | None, end: datetime | None, default: timedelta
+) -> tuple[datetime, datetime]:
+    """Defaults (the last ``default`` up to now) and sanity checks, as 422s with a reason."""
+    end_utc = _in_range("end", end) if end is not None else datetime.now(UTC)
+    if start is not None:
+        start_utc = _in_range("start", start)
+    else:
+        # The default never reaches below what any event can carry.
+        start_utc = max(end_utc - default, ts_range()[0])
+    if start_utc >= end_utc:
+        raise InvalidParameters(BadParameter(
+            "query", "start", f"{start_utc.isoformat()} must be before end ({end_utc.isoformat()})"
+        ))  # fmt: skip
+    return start_utc, end_utc
