@@ -1,21 +1,16 @@
 """Errors of the processor.
 
 ProcessorError
- ├── ConfigError          a setting is invalid (the service refuses to start)
  └── StoreUnavailable     MongoDB did not answer or failed a write: pause, keep offsets, retry
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ProcessorError", "StoreUnavailable"]
+__all__ = ["ProcessorError", "StoreUnavailable"]
 
 
 class ProcessorError(Exception):
     """Root of every error the processor raises on purpose."""
-
-
-class ConfigError(ProcessorError):
-    """A setting is invalid; the message names it."""
 
 
 class StoreUnavailable(ProcessorError):
