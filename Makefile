@@ -7,6 +7,16 @@ PYTHON_BOOT ?= python3
 VENV        := .venv
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
+DEPS_STAMP  := $(VENV)/.locked
+LOCKS       := requirements/runtime.txt requirements/dev.txt requirements/producers.txt
+LOCK_ARGS   ?=
+# Every file hash of every pinned version, so the lock installs on any platform; --universal
+# keeps environment markers, so one lock serves Linux x86/ARM laptops and the python:3.11
+# images alike (3.11 = requires-python's floor). An existing lock's pins are kept unless
+# pyproject.toml needs others or LOCK_ARGS=--upgrade.
+UV_COMPILE  := --quiet --generate-hashes --universal --python-version 3.11 \
+               --custom-compile-command 'make lock'
+PIP         := $(PY) -m pip --disable-pip-version-check
 STATE_DIR   ?= .state
 PYTEST_ARGS ?=
 
@@ -14,10 +24,18 @@ PYTEST_ARGS ?=
 help: ## List the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+# The venv holds exactly requirements/dev.txt: when the lock changes it is rebuilt from empty
+# (--clear), so a package dropped from the lock does not linger and hide a missing pin. Every
+# package, pip and the build backend included, is checked against the lock's hashes.
+$(DEPS_STAMP): requirements/dev.txt
+	$(PYTHON_BOOT) -m venv --clear $(VENV)
+	$(PIP) install --quiet --require-hashes -r requirements/dev.txt
+	@touch $@
+
+# The project itself, editable, without dependencies (the lock has them all) and without build
+# isolation (which would download setuptools unhashed). Re-run when pyproject.toml changes.
+$(STAMP): $(DEPS_STAMP) pyproject.toml
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
 .PHONY: demo
@@ -33,7 +51,16 @@ docs: $(STAMP) ## Regenerate the settings tables in docs/configuration.md
 	$(PY) scripts/config_doc.py
 
 .PHONY: install
-install: $(STAMP) ## Create .venv and install pinned dependencies (a no-op when up to date)
+install: $(STAMP) ## Create .venv from the lock requirements/dev.txt (a no-op when up to date)
+
+.PHONY: lock
+lock: $(DEPS_STAMP) ## Re-resolve requirements/*.txt from pyproject.toml (LOCK_ARGS=--upgrade: newest transitive pins)
+	$(VENV)/bin/uv pip compile $(UV_COMPILE) $(LOCK_ARGS) pyproject.toml requirements/tools.in \
+		-o requirements/runtime.txt
+	$(VENV)/bin/uv pip compile $(UV_COMPILE) $(LOCK_ARGS) pyproject.toml requirements/tools.in \
+		--extra dev -c requirements/runtime.txt -o requirements/dev.txt
+	$(VENV)/bin/uv pip compile $(UV_COMPILE) $(LOCK_ARGS) requirements/producers.in \
+		requirements/tools.in -c requirements/runtime.txt -o requirements/producers.txt
 
 .PHONY: lint
 lint: $(STAMP) ## ruff + mypy (strict)

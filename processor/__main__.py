@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from processor.app import create_app
 from processor.settings import ProcessorSettings
+from service_settings import problems, report
 
 
 def _stopped_gracefully(signum: int, _frame: FrameType | None) -> None:
@@ -21,10 +22,8 @@ def _stopped_gracefully(signum: int, _frame: FrameType | None) -> None:
 def main() -> int:
     try:
         settings = ProcessorSettings()
-    except ValidationError as exc:
-        for error in exc.errors():
-            where = ".".join(str(p) for p in error["loc"]).upper() or "settings"
-            sys.stderr.write(f"processor: invalid setting {where}: {error['msg']}\n")
+    except ValidationError as exc:  # before the port is bound: nothing to undo
+        sys.stderr.write(report("processor", problems(exc, ProcessorSettings)))
         return 2
     logging.basicConfig(
         level=settings.log_level,

@@ -26,22 +26,13 @@ import math
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final
 
-__all__ = [
-    "PRICE_SOURCES",
-    "CostModel",
-    "GpuSnapshot",
-    "PriceBook",
-    "PriceSource",
-    "TokenCost",
-    "cost_per_token",
-]
+__all__ = ["CostModel", "PriceBook", "TokenCost", "cost_per_token"]
 
 US_PER_S: Final = 1_000_000
 SECONDS_PER_HOUR: Final = 3600.0
-
-PriceSource = Literal["event", "price_map", "default"]
+# What a price_source may say: the event's own price, the map by gpu_name, the default.
 PRICE_SOURCES: Final[tuple[str, ...]] = ("event", "price_map", "default")
 
 # Compact the per-GPU lists once this many evicted entries sit at their head (and they are
@@ -59,22 +50,6 @@ class TokenCost:
     price_source: str  # "event" | "price_map" | "default"
     cost_per_token: float | None
     cost_usd: float
-
-
-@dataclass(frozen=True, slots=True)
-class GpuSnapshot:
-    """The complete cost state of one GPU, comparable with ``==`` (tests, diagnostics).
-
-    ``entries`` are the retained token events as ``(ts_us, event_id, tokens)`` sorted by
-    ``(ts_us, event_id)``: the state is a set, the physical order of equal timestamps does
-    not change any sum.
-    """
-
-    max_ts_us: int | None
-    price_per_hour_usd: float
-    price_source: str
-    reading: tuple[int, str] | None  # (ts_us, event_id) the price comes from
-    entries: tuple[tuple[int, str, int], ...]
 
 
 def _check_price(name: str, value: object) -> float:
@@ -134,10 +109,6 @@ class PriceBook:
     def default_usd(self) -> float:
         return self._default
 
-    @property
-    def by_gpu_name(self) -> Mapping[str, float]:
-        return dict(self._by_name)
-
     def resolve(self, event_price: float | None, gpu_name: str | None) -> tuple[float, str]:
         """``(price_per_hour_usd, price_source)`` with source ``event|price_map|default``."""
         if event_price is not None:
@@ -177,9 +148,6 @@ class _GpuState:
         self.price_source = price_source
         # (ts_us, event_id) of the reading the price comes from; None: no reading yet.
         self.reading: tuple[int, str] | None = None
-
-    def __len__(self) -> int:
-        return len(self.ts) - self.head
 
     def evict_through(self, floor: int) -> None:
         """Drop entries with ``ts <= floor`` (they are sorted, so a prefix)."""
@@ -222,12 +190,6 @@ class _GpuState:
             return 0
         return self.cum[j - 1] - self._cum_before(i)
 
-    def entries(self) -> list[tuple[int, str, int]]:
-        out = []
-        for i in range(self.head, len(self.ts)):
-            out.append((self.ts[i], self.ids[i], self.cum[i] - self._cum_before(i)))
-        return out
-
 
 class CostModel:
     """State for the GPUs of the partitions one replica owns.
@@ -239,7 +201,7 @@ class CostModel:
     - window of ``e``: retained entries with ``max(e.ts - W, M - W - L) < ts <= e.ts``, where
       ``M`` is the newest ts seen for the GPU including ``e``; ``e`` itself is added first
       (unless its ``event_id`` is already retained, or ``e.ts <= M - W - L``);
-    - retained: entries with ``ts > M - W - L`` (see :meth:`retained_since_us`);
+    - retained: entries with ``ts > M - W - L`` (so results do not depend on when eviction runs);
     - price: resolved from the GPU's latest gpu.metrics event by ``(ts, event_id)``, default
       before any.
     """
@@ -261,24 +223,12 @@ class CostModel:
     # -- configuration ------------------------------------------------------------------
 
     @property
-    def prices(self) -> PriceBook:
-        return self._prices
-
-    @property
     def window_us(self) -> int:
         return self._window_us
 
     @property
     def lateness_us(self) -> int:
         return self._lateness_us
-
-    def retention_floor_us(self, max_ts_us: int) -> int:
-        """``M - W - L``: token events with ``ts_us >`` this are retained (exclusive bound).
-
-        Rebuild: with ``M`` the largest ``ts_us`` among a GPU's stored token documents before
-        the resume point, replay exactly those with ``ts_us > retention_floor_us(M)``.
-        """
-        return max_ts_us - self._window_us - self._lateness_us
 
     # -- events -------------------------------------------------------------------------
 
@@ -313,18 +263,6 @@ class CostModel:
             state.reading = key
             state.price, state.price_source = price, source
         return price, source
-
-    def restore_price(self, gpu_key: str, price_per_hour_usd: float, price_source: str) -> None:
-        """Set an already-resolved price (e.g. from the latest stored gpu_metrics document).
-
-        Alternative to replaying :meth:`on_gpu_metrics` when the price map may have changed
-        since the document was stored and the stored resolution should win.
-        """
-        if price_source not in PRICE_SOURCES:
-            raise ValueError(f"price_source must be one of {PRICE_SOURCES}, got {price_source!r}")
-        state = self._state(gpu_key)
-        state.price = _check_price("price_per_hour_usd", price_per_hour_usd)
-        state.price_source = price_source
 
     def on_token_usage(self, gpu_key: str, event_id: str, ts_us: int, tokens: int) -> TokenCost:
         """Add a token event to its GPU's window and cost it.
@@ -375,35 +313,3 @@ class CostModel:
         """Drop the state of these GPUs (their partition was revoked). Unknown keys are fine."""
         for key in gpu_keys:
             self._gpus.pop(key, None)
-
-    def gpu_keys(self) -> set[str]:
-        """GPUs with state (a gpu.metrics or a token event seen and not forgotten)."""
-        return set(self._gpus)
-
-    def retained_since_us(self, gpu_key: str) -> int | None:
-        """``M - W - L`` of a GPU (exclusive: entries with ``ts_us >`` it are retained).
-
-        None when no token event of the GPU has been seen.
-        """
-        state = self._gpus.get(gpu_key)
-        if state is None or state.max_ts is None:
-            return None
-        return self.retention_floor_us(state.max_ts)
-
-    def retained_count(self, gpu_key: str) -> int:
-        """How many token events of the GPU are retained (0 for an unknown GPU)."""
-        state = self._gpus.get(gpu_key)
-        return 0 if state is None else len(state)
-
-    def snapshot(self, gpu_key: str) -> GpuSnapshot | None:
-        """The GPU's whole state as a comparable value; None for an unknown GPU."""
-        state = self._gpus.get(gpu_key)
-        if state is None:
-            return None
-        return GpuSnapshot(
-            max_ts_us=state.max_ts,
-            price_per_hour_usd=state.price,
-            price_source=state.price_source,
-            reading=state.reading,
-            entries=tuple(sorted(state.entries(), key=lambda e: (e[0], e[1]))),
-        )

@@ -1,7 +1,6 @@
 """Errors of the processor.
 
 ProcessorError
- ├── ConfigError            a setting is invalid (the service refuses to start)
  ├── StoreUnavailable       MongoDB did not answer or failed a write: pause, keep offsets, retry
  ├── DeadLetterUnavailable  the dead-letter topic did not take a letter: pause, keep offsets, retry
  └── InvalidParameters      an HTTP request's parameters are wrong together (answered 422)
@@ -13,7 +12,6 @@ from dataclasses import dataclass
 
 __all__ = [
     "BadParameter",
-    "ConfigError",
     "DeadLetterUnavailable",
     "InvalidParameters",
     "ProcessorError",
@@ -23,10 +21,6 @@ __all__ = [
 
 class ProcessorError(Exception):
     """Root of every error the processor raises on purpose."""
-
-
-class ConfigError(ProcessorError):
-    """A setting is invalid; the message names it."""
 
 
 class StoreUnavailable(ProcessorError):

@@ -48,7 +48,6 @@ class GpuMinute:
 
     gpu_key: str
     host: str
-    gpu_name: str | None
     minute: int
     price_sum: float  # sum of the readings' resolved price_per_hour_usd
     readings: int

@@ -4,29 +4,79 @@
     >>> Consumer(settings.consumer_config())
 
 Every field is documented in docs/configuration.md; a test keeps that table and this class equal.
+A bad value raises pydantic's ValidationError listing every bad variable;
+``service_settings.problems`` words it (``python -m processor`` prints that and exits with 2).
 """
 
 from __future__ import annotations
 
 import json
 import socket
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, FilePath, SecretStr, TypeAdapter, ValidationError
 
-__all__ = ["ProcessorSettings"]
+from service_settings import KafkaBootstrap, KafkaTopic, LogLevel, ServiceSettings, reason
+
+__all__ = ["PriceFile", "PriceMap", "ProcessorSettings"]
+
+# USD per hour by gpu_name. Strict: a price written as a string or a boolean is a mistake in
+# the JSON, not something to coerce; an int is fine.
+PriceMap = dict[str, Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]]
+_PRICE_MAP: TypeAdapter[PriceMap] = TypeAdapter(PriceMap)
 
 
-class ProcessorSettings(BaseSettings):
+def _json_object(value: Any) -> Any:
+    """GPU_PRICES as written: a JSON object (an empty or blank string is an empty map)."""
+    if not isinstance(value, str):
+        return value
+    if not value.strip():
+        return {}
+    try:
+        data = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("must be a JSON object of gpu_name -> price")
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class PriceFile:
+    """GPU_PRICES_FILE: the file, and the price map it held when the processor started."""
+
+    path: Path
+    prices: dict[str, float]
+
+
+def _price_file(value: Any) -> Any:
+    """Read and check the file once, at start; its problems are reported with the others."""
+    if value is None or isinstance(value, PriceFile):
+        return value
+    path = Path(value)
+    try:
+        data = _json_object(path.read_text("utf-8"))
+        prices = _PRICE_MAP.validate_python(data)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValidationError as exc:
+        bad = "; ".join(f"{err['loc'][0]!r}: {reason(err)}" for err in exc.errors())
+        raise ValueError(f"{path}: {bad}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return PriceFile(path, prices)
+
+
+class ProcessorSettings(ServiceSettings):
     """Environment variables of the processor (no prefix: the names are shared with compose)."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
-
-    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
-    kafka_topic: str = Field("tokens", description="Topic carrying both event types.")
-    kafka_dlq_topic: str = Field("tokens.dlq", description="Dead-letter topic.")
+    kafka_bootstrap: KafkaBootstrap = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers."
+    )
+    kafka_topic: KafkaTopic = Field("tokens", description="Topic carrying both event types.")
+    kafka_dlq_topic: KafkaTopic = Field("tokens.dlq", description="Dead-letter topic.")
     kafka_group_id: str = Field("processor", description="Consumer group of all replicas.")
     kafka_group_instance_id: str | None = Field(
         None,
@@ -70,11 +120,15 @@ class ProcessorSettings(BaseSettings):
     price_per_hour_usd: float = Field(
         0.85, ge=0, description="Price of a GPU with no price of its own and none in the map."
     )
-    gpu_prices: str = Field(
-        "", description='Price map by gpu_name as JSON, e.g. {"NVIDIA A100-SXM4-40GB": 3.2}.'
+    gpu_prices: Annotated[PriceMap, BeforeValidator(_json_object)] = Field(
+        {},
+        description="Price map by gpu_name as JSON, USD per hour >= 0, e.g. "
+        '{"NVIDIA A100-SXM4-40GB": 3.2}.',
     )
-    gpu_prices_file: Path | None = Field(
-        None, description="Price map by gpu_name as a JSON file (merged under GPU_PRICES)."
+    gpu_prices_file: Annotated[PriceFile | None, BeforeValidator(_price_file)] = Field(
+        None,
+        description="Path of a JSON file holding a price map like GPU_PRICES, read at start; "
+        "GPU_PRICES wins for a gpu_name in both.",
     )
     store_retry_max_s: float = Field(
         30.0, gt=0, description="Longest wait between MongoDB retries while degraded."
@@ -82,51 +136,18 @@ class ProcessorSettings(BaseSettings):
     lag_interval_s: float = Field(5.0, gt=0, description="How often lag gauges are refreshed.")
     http_host: str = Field("127.0.0.1", description="Address the HTTP API binds to.")
     http_port: int = Field(8080, gt=0, lt=65536, description="Port of the HTTP API.")
-    gpu_seed_file: Path | None = Field(
+    gpu_seed_file: FilePath | None = Field(
         None, description="Seed file for /gpu/info when NVML and nvidia-smi are absent."
     )
     processor_host: str = Field(
         default_factory=socket.gethostname, description="Host name reported by /gpu/info."
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", description="Log level."
-    )
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _upper(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value
-
-    @model_validator(mode="after")
-    def _check_prices(self) -> ProcessorSettings:
-        self.price_map()  # raises ValueError naming the setting
-        return self
+    log_level: LogLevel = Field("INFO", description="Log level.")
 
     def price_map(self) -> dict[str, float]:
         """GPU_PRICES_FILE overlaid by GPU_PRICES: gpu_name -> USD per hour."""
-        merged: dict[str, float] = {}
-        sources: list[tuple[str, str]] = []
-        if self.gpu_prices_file is not None:
-            try:
-                sources.append(("GPU_PRICES_FILE", self.gpu_prices_file.read_text("utf-8")))
-            except OSError as exc:
-                raise ValueError(
-                    f"GPU_PRICES_FILE: cannot read {self.gpu_prices_file}: {exc}"
-                ) from None
-        if self.gpu_prices.strip():
-            sources.append(("GPU_PRICES", self.gpu_prices))
-        for name, text in sources:
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{name}: not valid JSON: {exc}") from None
-            if not isinstance(data, dict):
-                raise ValueError(f"{name}: must be a JSON object of gpu_name -> price")
-            for gpu_name, price in data.items():
-                if isinstance(price, bool) or not isinstance(price, int | float) or price < 0:
-                    raise ValueError(f"{name}: price of {gpu_name!r} must be a number >= 0")
-                merged[gpu_name] = float(price)
-        return merged
+        from_file = {} if self.gpu_prices_file is None else self.gpu_prices_file.prices
+        return {**from_file, **self.gpu_prices}
 
     def consumer_config(self) -> dict[str, Any]:
         """librdkafka configuration of the consumer."""

@@ -285,7 +285,6 @@ class MongoStore:
             GpuMinute(
                 gpu_key=r["_id"]["gpu_key"],
                 host=str(r["_id"]["gpu_key"]).split("/", 1)[0],
-                gpu_name=None,
                 minute=int(r["_id"]["minute"]),
                 price_sum=float(r["price_sum"]),
                 readings=int(r["readings"]),

@@ -38,6 +38,7 @@ from producers.service import (
     run_synthetic,
 )
 from producers.settings import ProducerSettings, load_settings
+from service_settings import report
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
@@ -229,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = _settings_from(args)
     except SettingsError as exc:
-        _error(str(exc))
+        sys.stderr.write(report("producers", str(exc).splitlines()))
         return EXIT_USAGE
     _configure_logging(settings.log_level)
 

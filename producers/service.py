@@ -324,7 +324,9 @@ def _publish_gpus(
             len(targets),
             readings[0].get("source"),
         )
-        generator = TrafficGenerator(settings.host, targets, profiles_for(settings.model_mix), rng)
+        generator = TrafficGenerator(
+            settings.host, targets, profiles_for(list(settings.models.items())), rng
+        )
     return generator
 
 

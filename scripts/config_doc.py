@@ -11,13 +11,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+from pydantic import SecretStr
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
+
+from service_settings import env_name  # noqa: E402  (needs REPO on sys.path)
 
 DOC = REPO / "docs" / "configuration.md"
 BEGIN = "<!-- BEGIN GENERATED: scripts/config_doc.py -->"
@@ -31,27 +36,54 @@ def _services() -> list[tuple[str, type[BaseSettings]]]:
     return [("processor", ProcessorSettings), ("producers", ProducerSettings)]
 
 
-def _default(field: Any) -> str:
+def _default(field: FieldInfo) -> str:
     if field.default_factory is not None:
         return "(computed at start)"
     value = field.default
-    if value is None or value == "":
+    if value is None or value == "" or value == {}:
         return "(unset)"
-    if hasattr(value, "get_secret_value"):
+    if isinstance(value, SecretStr):
         value = value.get_secret_value()
     return f"`{value}`"
 
 
-def _type(field: Any) -> str:
-    text = str(field.annotation).replace("typing.", "").replace("pathlib.", "")
-    text = text.replace("<class '", "").replace("'>", "").replace("pydantic.types.", "")
+def _type_name(tp: Any) -> str:
+    """A type as a reader writes it: ``dict[str, float]``, ``Path | None`` (no Annotated)."""
+    origin, args = get_origin(tp), get_args(tp)
+    if tp is type(None):
+        return "None"
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin in (Union, UnionType):
+        return " | ".join(_type_name(arg) for arg in args)
+    if origin is Literal:
+        return f"Literal[{', '.join(repr(arg) for arg in args)}]"
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_type_name(arg) for arg in args)}]"
+    return str(getattr(tp, "__name__", tp))
+
+
+# The Field constraints a reader needs (bounds, lengths); patterns are in the error messages.
+_BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+
+
+def _constraints(field: FieldInfo) -> list[str]:
+    found = []
+    for item in field.metadata:
+        for attr, symbol in _BOUNDS:
+            if isinstance(getattr(item, attr, None), int | float):
+                found.append(f"{symbol} {getattr(item, attr)}")
+        if isinstance(getattr(item, "max_length", None), int):
+            found.append(f"at most {item.max_length} chars")
+    return found
+
+
+def _type(field: FieldInfo) -> str:
+    text = _type_name(field.annotation)
+    bounds = _constraints(field)
+    if bounds:
+        text += f" ({', '.join(bounds)})"
     return text.replace("|", "\\|")  # a bare | would split the Markdown table cell
-
-
-def env_name(cls: type[BaseSettings], name: str) -> str:
-    prefix = str(cls.model_config.get("env_prefix", "") or "")
-    field = cls.model_fields[name]
-    return str(field.validation_alias or field.alias or f"{prefix}{name}").upper()
 
 
 def render() -> str:

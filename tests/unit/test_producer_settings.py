@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from producers.cli import EXIT_USAGE, main
 from producers.exceptions import SettingsError
@@ -46,7 +47,7 @@ def test_defaults() -> None:
     assert s.rate == 50.0
     assert s.gpu_interval_s == 10.0
     assert s.gpu_seed_file is None
-    assert s.model_mix == DEFAULT_MODELS
+    assert list(s.models.items()) == list(DEFAULT_MODELS)
     assert (s.compression, s.linger_ms, s.delivery_timeout_ms) == ("lz4", 5, 30_000)
     assert (s.progress_s, s.log_level) == (5.0, "INFO")
 
@@ -75,7 +76,7 @@ def test_environment_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert s.rate == 0.0
     assert s.gpu_interval_s == 2.5
     assert s.gpu_seed_file == seed
-    assert s.model_mix == (("通义千问-7b", 2.0), ("llama-3.1-8b-instruct", 1.0))
+    assert list(s.models.items()) == [("通义千问-7b", 2.0), ("llama-3.1-8b-instruct", 1.0)]
     assert (s.compression, s.log_level) == ("zstd", "DEBUG")
 
 
@@ -112,23 +113,34 @@ def test_kafka_config_is_idempotent_and_keyed_by_settings() -> None:
     [
         ("PRODUCER_RATE", "-1", "PRODUCER_RATE: must be >= 0"),
         ("PRODUCER_RATE", "fast", "PRODUCER_RATE: must be a number of events/s or 'max'"),
-        ("PRODUCER_RATE", "nan", "PRODUCER_RATE: must be >= 0"),
+        ("PRODUCER_RATE", "nan", "PRODUCER_RATE: must be a finite number"),
+        ("PRODUCER_RATE", "-inf", "PRODUCER_RATE: must be a finite number"),
         ("PRODUCER_GPU_INTERVAL_S", "0", "PRODUCER_GPU_INTERVAL_S: must be > 0"),
-        ("PRODUCER_HOST", "bad/host", "PRODUCER_HOST: must be 1-253 characters with no '/'"),
-        ("PRODUCER_HOST", "two words", "PRODUCER_HOST: must be 1-253 characters with no '/'"),
+        ("PRODUCER_HOST", "bad/host", "PRODUCER_HOST: must have no '/' or whitespace"),
+        ("PRODUCER_HOST", "two words", "PRODUCER_HOST: must have no '/' or whitespace"),
+        ("PRODUCER_HOST", "h" * 254, "PRODUCER_HOST: must have at most 253 characters"),
         ("KAFKA_TOPIC", "no spaces", "KAFKA_TOPIC: must be 1-249 characters"),
+        ("KAFKA_TOPIC", "..", "KAFKA_TOPIC: must be 1-249 characters"),
+        ("KAFKA_TOPIC", "t" * 250, "KAFKA_TOPIC: must have at most 249 characters"),
         ("KAFKA_BOOTSTRAP", " ", "KAFKA_BOOTSTRAP: must be host:port"),
+        ("KAFKA_BOOTSTRAP", "a:1,,b:2", "KAFKA_BOOTSTRAP: must be host:port"),
+        ("PRODUCER_CLIENT_ID", "  ", "PRODUCER_CLIENT_ID: must not be empty"),
         ("PRODUCER_COMPRESSION", "brotli", "PRODUCER_COMPRESSION: must be 'none', 'gzip'"),
         ("PRODUCER_LINGER_MS", "soon", "PRODUCER_LINGER_MS: must be a valid integer"),
-        ("PRODUCER_LINGER_MS", "-5", "PRODUCER_LINGER_MS: must be between 0 and 900000"),
-        ("PRODUCER_DELIVERY_TIMEOUT_MS", "0", "PRODUCER_DELIVERY_TIMEOUT_MS: must be between"),
+        ("PRODUCER_LINGER_MS", "-5", "PRODUCER_LINGER_MS: must be >= 0"),
+        ("PRODUCER_LINGER_MS", "900001", "PRODUCER_LINGER_MS: must be <= 900000"),
+        ("PRODUCER_DELIVERY_TIMEOUT_MS", "0", "PRODUCER_DELIVERY_TIMEOUT_MS: must be >= 1"),
         ("PRODUCER_PROGRESS_S", "-1", "PRODUCER_PROGRESS_S: must be >= 0"),
         ("PRODUCER_FLUSH_TIMEOUT_S", "0", "PRODUCER_FLUSH_TIMEOUT_S: must be > 0"),
-        ("PRODUCER_CONNECT_TIMEOUT_S", "inf", "PRODUCER_CONNECT_TIMEOUT_S: must be > 0"),
+        ("PRODUCER_CONNECT_TIMEOUT_S", "inf", "PRODUCER_CONNECT_TIMEOUT_S: must be a finite"),
         ("GPU_SEED_FILE", "/nonexistent/seed.json", "GPU_SEED_FILE: no such file"),
         ("PRODUCER_MODELS", " , ", "PRODUCER_MODELS: must list at least one model"),
-        ("PRODUCER_MODELS", "a:0", "PRODUCER_MODELS: weight of 'a' must be > 0"),
-        ("PRODUCER_MODELS", "a,a", "PRODUCER_MODELS: lists a model more than once"),
+        ("PRODUCER_MODELS", "a:0", "PRODUCER_MODELS['a']: must be > 0"),
+        ("PRODUCER_MODELS", "a:-1.5,b", "PRODUCER_MODELS['a']: must be > 0"),
+        ("PRODUCER_MODELS", "a:nan", "PRODUCER_MODELS['a']: must be a finite number"),
+        ("PRODUCER_MODELS", "a,a", "PRODUCER_MODELS: lists 'a' more than once"),
+        ("PRODUCER_MODELS", ":2", "PRODUCER_MODELS key '': must not be empty"),
+        ("PRODUCER_MODELS", "m" * 257, "PRODUCER_MODELS key 'mmmmm"),
         ("LOG_LEVEL", "chatty", "LOG_LEVEL: must be 'DEBUG'"),
     ],
 )
@@ -139,6 +151,35 @@ def test_bad_environment_value_names_the_setting(
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert str(info.value).startswith(expected), str(info.value)
+
+
+def test_models_keep_their_order_and_colons_in_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRODUCER_MODELS", " org:model-b:2.5 , org:model-a, z ")
+    assert list(load_settings().models.items()) == [
+        ("org:model-b", 2.5),
+        ("org:model-a", 1.0),  # "model-a" is no number: the colon belongs to the name
+        ("z", 1.0),
+    ]
+
+
+def test_values_are_trimmed_and_case_folded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_TOPIC", " tokens-a\n")
+    monkeypatch.setenv("PRODUCER_COMPRESSION", " Zstd ")
+    monkeypatch.setenv("LOG_LEVEL", "warning ")
+    s = load_settings()
+    assert (s.topic, s.compression, s.log_level) == ("tokens-a", "zstd", "WARNING")
+
+
+def test_an_unknown_override_is_refused() -> None:
+    # A misspelt override name (a flag wired to the wrong variable) must not be dropped.
+    with pytest.raises(SettingsError, match=r"^PRODUCER_RAT: unknown setting"):
+        load_settings({"PRODUCER_RAT": "5"})
+
+
+def test_settings_are_frozen() -> None:
+    s = load_settings()
+    with pytest.raises(ValidationError, match="frozen"):
+        s.rate = 1.0  # type: ignore[misc]
 
 
 def test_linger_longer_than_delivery_timeout_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,10 +194,19 @@ def test_linger_longer_than_delivery_timeout_is_refused(monkeypatch: pytest.Monk
 def test_every_bad_setting_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PRODUCER_RATE", "-1")
     monkeypatch.setenv("PRODUCER_HOST", "a/b")
+    monkeypatch.setenv("PRODUCER_MODELS", "a:0")
+    # A check across two settings is reported with the others, not after they are fixed.
+    monkeypatch.setenv("PRODUCER_LINGER_MS", "100")
+    monkeypatch.setenv("PRODUCER_DELIVERY_TIMEOUT_MS", "50")
     with pytest.raises(SettingsError) as info:
         load_settings()
     lines = str(info.value).splitlines()
-    assert {line.split(":")[0] for line in lines} == {"PRODUCER_RATE", "PRODUCER_HOST"}
+    assert [line.split(":")[0] for line in lines] == [
+        "PRODUCER_HOST",
+        "PRODUCER_RATE",
+        "PRODUCER_MODELS['a']",
+        "PRODUCER_DELIVERY_TIMEOUT_MS",
+    ]
 
 
 def test_flag_errors_name_the_flag_too() -> None:
@@ -170,15 +220,21 @@ def test_flag_errors_name_the_flag_too() -> None:
 )
 def test_parse_rate(text: str | int, rate: float) -> None:
     assert parse_rate(text) == rate
+    assert load_settings({"PRODUCER_RATE": text}).rate == rate
 
 
-def test_cli_exits_2_on_a_bad_environment_value(
+def test_cli_exits_2_listing_every_bad_value(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("PRODUCER_RATE", "-1")
-    assert main(["run", "--count", "1"]) == EXIT_USAGE
-    err = capsys.readouterr().err
-    assert "PRODUCER_RATE: must be >= 0" in err
+    monkeypatch.setenv("LOG_LEVEL", "chatty")
+    assert main(["run", "--count", "1", "--topic", "a topic"]) == EXIT_USAGE
+    assert capsys.readouterr().err == (
+        "producers: 3 invalid settings:\n"
+        "  KAFKA_TOPIC (--topic): must be 1-249 characters of a-z A-Z 0-9 . _ - (not . or ..)\n"
+        "  PRODUCER_RATE: must be >= 0\n"
+        "  LOG_LEVEL: must be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'\n"
+    )
 
 
 def test_cli_exits_2_on_a_bad_flag_value(capsys: pytest.CaptureFixture[str]) -> None:

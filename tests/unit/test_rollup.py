@@ -24,7 +24,7 @@ G1, G2, G3 = "h1/GPU-1", "h1/GPU-2", "h2/GPU-3"
 
 def gm(gpu: str, minute: int, price: float = 3.6, readings: int = 12) -> GpuMinute:
     host = gpu.split("/")[0]
-    return GpuMinute(gpu, host, "NVIDIA A100", minute, price * readings, readings)
+    return GpuMinute(gpu, host, minute, price * readings, readings)
 
 
 def tm(
@@ -130,7 +130,7 @@ def test_a_minute_with_only_zero_token_requests_is_idle() -> None:
 
 def test_price_from_readings_else_from_token_events() -> None:
     # Readings win over token events: mean of the readings' prices.
-    readings = [GpuMinute(G1, "h1", "NVIDIA A100", M0, price_sum=3.0 + 6.0, readings=2)]
+    readings = [GpuMinute(G1, "h1", M0, price_sum=3.0 + 6.0, readings=2)]
     tokens = [tm(G1, M0, "llama", 10, requests=4, price=100.0)]
     (row,) = allocate(readings, tokens, "gpu", "minute")
     assert row.cost_usd == pytest.approx(4.5 / 60, rel=1e-12)

@@ -1,0 +1,188 @@
+"""The settings idiom both services share: one base class, shared field types, one error report.
+
+    >>> class MySettings(ServiceSettings):
+    ...     kafka_topic: KafkaTopic = Field("tokens", description="Topic to read.")
+    >>> try:
+    ...     settings = MySettings()
+    ... except ValidationError as exc:
+    ...     sys.stderr.write(report("my-service", problems(exc, MySettings)))
+    ...     sys.exit(2)
+
+Constraints are declared on the fields (``Field(gt=0)``, a pattern, a ``Literal``), so they
+show in the class and are all checked in one pass: :func:`problems` then turns every failure
+into one ``ENV_NAME: reason`` line, whatever the service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BeforeValidator, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "KafkaBootstrap",
+    "KafkaTopic",
+    "LogLevel",
+    "ServiceSettings",
+    "env_name",
+    "explained",
+    "problems",
+    "reason",
+    "report",
+]
+
+
+class ServiceSettings(BaseSettings):
+    """Base of every service's settings: the one configuration convention of the project."""
+
+    model_config = SettingsConfigDict(
+        # Names carry no prefix and no case: KAFKA_BOOTSTRAP means the same to every service
+        # and every compose file, and `kafka_bootstrap=` works in tests.
+        case_sensitive=False,
+        # Compose passes optional values as `${VAR:-}`: an empty variable means "the default",
+        # not "an empty string" (which would be an invalid topic, price map, host...).
+        env_ignore_empty=True,
+        # A misspelt keyword (a flag override, a test's `ProcessorSettings(gpu_price=...)`) is an
+        # error instead of a silently ignored value; the environment is unaffected (only the
+        # declared names are read from it).
+        extra="forbid",
+        # Read once at start and shared by threads (consume loop, HTTP API): a setting that
+        # changed at run time would disagree with the clients already built from it.
+        frozen=True,
+        # Structured values (GPU_PRICES, PRODUCER_MODELS) are parsed by their fields'
+        # validators: pydantic-settings' own JSON decoding would stop at the first bad
+        # variable, before validation, so the others would go unreported.
+        enable_decoding=False,
+        # Stray spaces and trailing newlines (values pasted or read from secret files).
+        str_strip_whitespace=True,
+        # No setting means anything with NaN or infinity (a window, a price, a timeout).
+        allow_inf_nan=False,
+        # A ValidationError printed anywhere (a traceback, a log) never shows the input, which
+        # may be a MONGO_URL with its password.
+        hide_input_in_errors=True,
+    )
+
+
+_PATTERN_MEANINGS: dict[str, str] = {}
+
+
+def explained(regex: str, meaning: str) -> str:
+    """A ``Field(pattern=...)`` whose failure reads ``meaning`` instead of the regex.
+
+    host: str = Field(pattern=explained(r"^\\S+$", "must have no whitespace"))
+    """
+    _PATTERN_MEANINGS[regex] = meaning
+    return regex
+
+
+def _upper(value: Any) -> Any:
+    # A Literal is not a str field: str_strip_whitespace does not reach it.
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+# Comma-separated host:port entries, spaces around the commas allowed (librdkafka trims them).
+KafkaBootstrap = Annotated[
+    str,
+    Field(
+        pattern=explained(r"^[^,\s]+(\s*,\s*[^,\s]+)*$", "must be host:port[,host:port...]"),
+    ),
+]
+# Kafka's legal topic names (kafka.common.internals.Topic): at most 249 of [a-zA-Z0-9._-], and
+# not "." or ".." (a name of dots only needs three or more).
+KafkaTopic = Annotated[
+    str,
+    Field(
+        max_length=249,
+        pattern=explained(
+            r"^([a-zA-Z0-9._-]*[a-zA-Z0-9_-][a-zA-Z0-9._-]*|\.{3,})$",
+            "must be 1-249 characters of a-z A-Z 0-9 . _ - (not . or ..)",
+        ),
+    ),
+]
+LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)]
+
+
+def env_name(cls: type[BaseSettings], name: str) -> str:
+    """The environment variable of a field (its alias, else its name), as users write it."""
+    field = cls.model_fields.get(name)
+    if field is None:  # already an alias: errors are located by alias
+        return name.upper()
+    prefix = str(cls.model_config.get("env_prefix", "") or "")
+    alias = field.validation_alias if isinstance(field.validation_alias, str) else None
+    return (alias or field.alias or f"{prefix}{name}").upper()
+
+
+def _number(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+# Pydantic's bound errors, said the way the docs table says them: error type -> (symbol, ctx key).
+_BOUNDS: Final = {
+    "greater_than": (">", "gt"),
+    "greater_than_equal": (">=", "ge"),
+    "less_than": ("<", "lt"),
+    "less_than_equal": ("<=", "le"),
+}
+
+
+def reason(error: Mapping[str, Any]) -> str:
+    """One pydantic error's reason in the docs' words: ``must be >= 0``, ``no such file``."""
+    kind = str(error.get("type", ""))
+    ctx: Mapping[str, Any] = error.get("ctx") or {}
+    msg = str(error.get("msg", "invalid value"))
+    if kind in _BOUNDS:
+        symbol, key = _BOUNDS[kind]
+        return f"must be {symbol} {_number(ctx.get(key))}"
+    if kind == "string_pattern_mismatch":
+        pattern = str(ctx.get("pattern", ""))
+        return _PATTERN_MEANINGS.get(pattern, f"must match {pattern}")
+    if kind == "string_too_short":
+        return "must not be empty" if ctx.get("min_length") == 1 else msg
+    if kind == "path_not_file":
+        return "no such file"
+    if kind == "extra_forbidden":
+        return "unknown setting"
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    return msg.replace("Input should be", "must be").replace("String should have", "must have")
+
+
+def _shown(key: object, limit: int = 40) -> str:
+    text = repr(key)
+    return text if len(text) <= limit else f"{text[: limit - 4]}...{text[-1]}"
+
+
+def problems(
+    exc: ValidationError, cls: type[BaseSettings], flags: Mapping[str, str] | None = None
+) -> list[str]:
+    """Every failure of ``exc`` as ``ENV_NAME: reason``, in the order of the class's fields.
+
+    ``flags`` maps an env name to the command-line flag that set it, so an error caused by a
+    flag says so: ``PRODUCER_RATE (--rate): must be >= 0``. A failure inside a structured
+    value names its key: ``GPU_PRICES['NVIDIA L4']: must be >= 0``.
+    """
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error.get("loc", ())]
+        if not loc:  # a model-level check names its settings itself
+            lines.append(reason(error))
+            continue
+        name = env_name(cls, loc[0])
+        where = f"{name} ({flags[name]})" if flags and name in flags else name
+        inner = list(error["loc"][1:])
+        if inner[-1:] == ["[key]"]:  # the key itself is bad, not its value
+            where += f" key {_shown(inner[-2])}" if len(inner) > 1 else " key"
+        else:
+            where += "".join(f"[{_shown(part)}]" for part in inner)
+        lines.append(f"{where}: {reason(error)}")
+    return lines
+
+
+def report(service: str, lines: Sequence[str]) -> str:
+    """The message a service prints before exiting with code 2: every problem, one a line."""
+    count = f"{len(lines)} invalid setting{'s' if len(lines) != 1 else ''}"
+    return f"{service}: {count}:\n" + "".join(f"  {line}\n" for line in lines)
