@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any, Final
 
 from .exceptions import SourceUnavailable
-from .records import SOURCE_NVML, GpuReading
+from .records import MAX_UUID_LEN, SOURCE_NVML, GpuReading
 
 __all__ = ["NvmlSource", "describe_nvml_error"]
 
@@ -60,8 +60,6 @@ _REASONS: Final = {
 _TEMPERATURE_GPU: Final = 0
 _CLOCK_SM: Final = 1
 _BYTES_PER_MIB: Final = 1024 * 1024
-# The contract's bound on gpu_uuid (NVML's own buffer is 96 bytes, so this never trips on a GPU).
-_MAX_UUID_LEN: Final = 128
 
 
 def _code(exc: BaseException) -> int | None:
@@ -161,7 +159,7 @@ class NvmlSource:
             name = _text(nvml.nvmlDeviceGetName(handle))
         except error_type as exc:
             raise self._unavailable(f"GPU {index}: {describe_nvml_error(exc)}") from exc
-        if not uuid or len(uuid) > _MAX_UUID_LEN:
+        if not uuid or len(uuid) > MAX_UUID_LEN:
             raise self._unavailable(f"GPU {index}: NVML returned an unusable UUID {uuid!r}")
 
         rates = value("utilization_gpu_pct", lambda: nvml.nvmlDeviceGetUtilizationRates(handle))

@@ -20,6 +20,8 @@ from typing import Any, Final, Protocol
 from schemas.contracts import GPU_METRICS_V1, format_ts, load_schema
 
 __all__ = [
+    "MAX_GPU_INDEX",
+    "MAX_UUID_LEN",
     "METRIC_FIELDS",
     "OPTIONAL_METRIC_FIELDS",
     "SOURCE_NVIDIA_SMI",
@@ -49,8 +51,12 @@ OPTIONAL_METRIC_FIELDS: Final = ("power_limit_w", "energy_total_mj")
 
 # Same rule as the contract's `host` pattern: the Kafka key is "{host}/{gpu_uuid}".
 _HOST_RE: Final = re.compile(r"^[^/\s]{1,253}$")
-# The contract caps gpu_name at 256 characters; a longer product string is truncated, not fatal.
-_MAX_NAME_LEN: Final = 256
+# Limits read from the contract itself, so a bound changed there is enforced by every reader.
+_PROPS: Final = load_schema(GPU_METRICS_V1)["properties"]
+MAX_GPU_INDEX: Final[int] = _PROPS["gpu_index"]["maximum"]
+MAX_UUID_LEN: Final[int] = _PROPS["gpu_uuid"]["maxLength"]
+# A longer product string is truncated, not fatal.
+_MAX_NAME_LEN: Final[int] = _PROPS["gpu_name"]["maxLength"]
 
 _log = logging.getLogger(__name__)
 

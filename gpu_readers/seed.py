@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .exceptions import SeedFileError, SourceUnavailable
-from .records import SOURCE_SEED, GpuReading
+from .records import MAX_GPU_INDEX, SOURCE_SEED, GpuReading
 
 __all__ = [
     "DEFAULT_SEED_RESOURCE",
@@ -112,8 +112,10 @@ def _entry(raw: Any, position: int, source: str) -> SeedGpu:
         _log.warning("seed file keys ignored file=%s entry=%d keys=%s", source, position, unknown)
 
     index = raw["gpu_index"]
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= 1023:
-        raise SeedFileError(f"{where}: 'gpu_index' must be an integer 0-1023, got {index!r}")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= MAX_GPU_INDEX:
+        raise SeedFileError(
+            f"{where}: 'gpu_index' must be an integer 0-{MAX_GPU_INDEX}, got {index!r}"
+        )
     name = raw["name"]
     if not isinstance(name, str) or not name.strip():
         raise SeedFileError(f"{where}: 'name' must be a non-empty string, got {name!r}")

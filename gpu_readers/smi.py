@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from .exceptions import SourceUnavailable
-from .records import SOURCE_NVIDIA_SMI, GpuReading
+from .records import MAX_GPU_INDEX, MAX_UUID_LEN, SOURCE_NVIDIA_SMI, GpuReading
 
 __all__ = [
     "NULL_TOKENS",
@@ -67,9 +67,6 @@ _OPTIONAL_COLUMNS: Final = {"power.limit": "power_limit_w"}
 # A number, optionally followed by the unit nvidia-smi prints with `--format=csv` (logs keep
 # units; the live query asks for `nounits`). No nan/inf: those are garbage, not readings.
 _NUMBER_RE: Final = re.compile(r"^(?P<num>[-+]?(?:\d+(?:\.\d*)?|\.\d+))(?:\s*(?:%|MiB|W|MHz|C))?$")
-# The contract's bounds on gpu_index and gpu_uuid.
-_MAX_GPU_INDEX: Final = 1023
-_MAX_UUID_LEN: Final = 128
 # Enough of stderr to name the problem without flooding a log line.
 _MAX_DETAIL_CHARS: Final = 300
 # After a timeout the process group is killed; this only bounds collecting what is left.
@@ -110,13 +107,13 @@ def row_to_reading(row: Mapping[str, str]) -> GpuReading:
     ``power.limit`` is left out of the event.
     """
     index_text = row.get("index", "").strip()
-    if not index_text.isdigit() or int(index_text) > _MAX_GPU_INDEX:
+    if not index_text.isdigit() or int(index_text) > MAX_GPU_INDEX:
         raise ValueError(f"index: not a GPU index: {index_text!r}")
     uuid = row.get("uuid", "").strip()
     if not uuid or uuid in NULL_TOKENS or uuid.startswith("["):
         raise ValueError(f"uuid: missing GPU UUID: {uuid!r}")
-    if len(uuid) > _MAX_UUID_LEN:
-        raise ValueError(f"uuid: longer than {_MAX_UUID_LEN} characters: {uuid[:40]!r}...")
+    if len(uuid) > MAX_UUID_LEN:
+        raise ValueError(f"uuid: longer than {MAX_UUID_LEN} characters: {uuid[:40]!r}...")
     name = row.get("name", "").strip()
     if not name or name in NULL_TOKENS:
         raise ValueError(f"name: missing GPU name: {name!r}")

@@ -23,6 +23,7 @@ from typing import Final, Literal
 
 __all__ = [
     "GRANULARITY_MINUTES",
+    "GROUP_FIELD",
     "IDLE_GROUP",
     "CostRow",
     "GpuMinute",
@@ -38,6 +39,8 @@ GroupBy = Literal["model", "gpu", "host"]
 Granularity = Literal["minute", "hour", "day"]
 
 GRANULARITY_MINUTES: Final[Mapping[str, int]] = {"minute": 1, "hour": 60, "day": 1440}
+# The stored document field each grouping reads.
+GROUP_FIELD: Final[Mapping[str, str]] = {"model": "model", "gpu": "gpu_key", "host": "host"}
 IDLE_GROUP: Final = "(idle)"
 _MINUTES_PER_HOUR: Final = 60.0
 

@@ -29,7 +29,14 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError, Writ
 from processor.documents import GPU_METRICS, TOKEN_USAGE
 from processor.exceptions import StoreUnavailable
 from processor.pricing import PartitionHistory
-from processor.rollup import GpuMinute, TokenMinute
+from processor.rollup import (
+    GRANULARITY_MINUTES,
+    GROUP_FIELD,
+    GpuMinute,
+    Granularity,
+    GroupBy,
+    TokenMinute,
+)
 
 __all__ = ["MongoStore", "PartitionHistory", "WriteResult"]
 
@@ -322,16 +329,17 @@ class MongoStore:
         ]
 
     def latency_histogram(
-        self, match: Mapping[str, Any], group_field: str, period_field: str
+        self, match: Mapping[str, Any], group_by: GroupBy, granularity: Granularity
     ) -> dict[tuple[str, int], dict[float, int]]:
-        """(group value, period) -> {latency bucket upper bound ms: count}."""
+        """(group value, period start as epoch minute) -> {latency bucket bound ms: count}."""
+        # Documents carry minute/hour/day bucket fields: group on the granularity's own.
         pipeline = [
             {"$match": dict(match)},
             {
                 "$group": {
                     "_id": {
-                        "g": f"${group_field}",
-                        "p": f"${period_field}",
+                        "g": f"${GROUP_FIELD[group_by]}",
+                        "p": f"${granularity}",
                         "b": "$latency_bucket_ms",
                     },
                     "n": {"$sum": 1},
@@ -340,7 +348,8 @@ class MongoStore:
         ]
         hist: dict[tuple[str, int], dict[float, int]] = {}
         with self._unavailable_on_error("latency aggregation"):
+            minutes = GRANULARITY_MINUTES[granularity]
             for r in self._db[TOKEN_USAGE].aggregate(pipeline):
-                key = (str(r["_id"]["g"]), int(r["_id"]["p"]))
+                key = (str(r["_id"]["g"]), int(r["_id"]["p"]) * minutes)
                 hist.setdefault(key, {})[float(r["_id"]["b"])] = int(r["n"])
         return hist

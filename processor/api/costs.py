@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
@@ -13,13 +13,10 @@ from processor.api.problems import problem_responses
 from processor.api.times import Rfc3339, resolve_range
 from processor.documents import time_buckets
 from processor.exceptions import BadParameter, InvalidParameters
-from processor.rollup import allocate
+from processor.rollup import Granularity, GroupBy, allocate
 from schemas.contracts import epoch_us
 
 router = APIRouter(prefix="/api/v1", tags=["costs"])
-
-GroupBy = Literal["model", "gpu", "host"]
-Granularity = Literal["minute", "hour", "day"]
 
 # Longest range per granularity: bounds the rows one request can ask the server to group.
 _MAX_RANGE: Final[dict[str, timedelta]] = {
@@ -27,8 +24,6 @@ _MAX_RANGE: Final[dict[str, timedelta]] = {
     "hour": timedelta(days=93),
     "day": timedelta(days=3 * 366),
 }
-_GROUP_FIELD: Final = {"model": "model", "gpu": "gpu_key", "host": "host"}
-_PERIOD_MINUTES: Final = {"minute": 1, "hour": 60, "day": 1440}
 
 
 class CostRowOut(BaseModel):
@@ -101,9 +96,7 @@ def get_costs(
     gpu_minutes = store.gpu_minutes(match)
     token_minutes = store.token_minutes(match)
     hist_match = dict(match, **({"model": model} if model else {}))
-    hist = store.latency_histogram(hist_match, _GROUP_FIELD[group_by], granularity)
-    minutes_per_period = _PERIOD_MINUTES[granularity]
-    latency = {(g, p * minutes_per_period): b for (g, p), b in hist.items()}
+    latency = store.latency_histogram(hist_match, group_by, granularity)
     rows = allocate(gpu_minutes, token_minutes, group_by, granularity, latency, model=model)
     out = [
         CostRowOut(

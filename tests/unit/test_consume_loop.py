@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from devtools.events import gpu_event, token_event
+from devtools.waiting import WaitTimeout, wait_for
 from processor import documents
 from processor.consumer import PipelineLoop
 from processor.settings import ProcessorSettings
@@ -56,10 +57,10 @@ class Pipeline:
         )
 
     def wait(self, what: str, done: Callable[[], bool], timeout_s: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not done():
-            assert time.monotonic() < deadline, f"{what}; journal={self.journal}"
-            time.sleep(0.005)
+        try:
+            wait_for(what, done, timeout_s, every_s=0.005)
+        except WaitTimeout:
+            raise AssertionError(f"timed out waiting for {what}; journal={self.journal}") from None
 
     def stored(self, collection: str = "token_usage") -> dict[str, dict[str, Any]]:
         return self.store.collections[collection]
