@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from devtools.waiting import WaitTimeout, wait_for
 
-__all__ = ["free_port", "tcp_open", "wait_closed"]
+__all__ = ["free_port", "port_free", "tcp_open", "wait_closed"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -26,6 +26,16 @@ def free_port(pair: bool = False, host: str = LOOPBACK) -> int:
             sock.bind((host, port + 1))
             return port
     raise RuntimeError(f"no free port pair found on {host}")
+
+
+def port_free(port: int, host: str = LOOPBACK) -> bool:
+    """True if a server could bind host:port now (nothing listens there)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
@@ -19,7 +20,19 @@ def _stopped_gracefully(signum: int, _frame: FrameType | None) -> None:
     logging.getLogger("processor").info("stopped by signal %d after a graceful shutdown", signum)
 
 
-def main() -> int:
+def _parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog="python -m processor",
+        description="Serve the HTTP API (/health, /gpu/info, /metrics, /api/v1, /docs) and "
+        "consume the topic as one member of the processor group.",
+        epilog="Configured by environment variables only (KAFKA_BOOTSTRAP, MONGO_URL, "
+        "HTTP_PORT, ...; every one in docs/configuration.md). Invalid settings exit 2, listing "
+        "each; SIGTERM stops it gracefully (the batch in hand is stored and committed), exit 0.",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    _parser().parse_args(argv)  # --help prints the usage and exits 0 before anything starts
     try:
         settings = ProcessorSettings()
     except ValidationError as exc:  # before the port is bound: nothing to undo

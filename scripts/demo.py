@@ -25,6 +25,7 @@ if str(REPO) not in sys.path:  # `python scripts/demo.py` puts scripts/ first, n
     sys.path.insert(0, str(REPO))
 
 from devtools import processes, stack  # noqa: E402
+from devtools.ports import free_port, port_free  # noqa: E402
 from devtools.processes import ProcessId  # noqa: E402
 from devtools.waiting import WaitTimeout, wait_for  # noqa: E402
 
@@ -168,7 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--mongo-listen", default=os.environ.get("STACK_MONGO_LISTEN", "127.0.0.1:27017")
     )
-    parser.add_argument("--http-port", type=int, default=8080)
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        default=int(os.environ.get("HTTP_PORT") or 8080),
+        help="port of the processor's API (default: HTTP_PORT, else 8080)",
+    )
     parser.add_argument("--events", type=int, default=3000, help="token events to send")
     parser.add_argument("--rate", type=float, default=200.0, help="events per second")
     parser.add_argument("--stop", action="store_true", help="tear everything down at the end")
@@ -192,10 +198,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     started_here = False
     try:
+        stop_processor(state_dir)  # a processor left by an earlier demo
+        if not port_free(args.http_port):  # checked before anything starts
+            raise SystemExit(
+                f"demo: port {args.http_port} is taken by another program; pick another: "
+                f"HTTP_PORT={_other_port(args.http_port)} make demo"
+            )
         say("local stack: Apache Kafka (KRaft) + FerretDB, as processes")
         stack_up(state_dir, args.kafka_listen, args.mongo_listen)
         say(f"processor on {url} (log: {state_dir / 'processor.log'})")
-        stop_processor(state_dir)  # a processor left by an earlier demo
         proc = start_processor(state_dir, env)
         started_here = True
         wait_healthy(url, proc, state_dir / "processor.log")
@@ -246,13 +257,14 @@ def main(argv: list[str] | None = None) -> int:
         say("documents stored (GET /api/v1/stats)")
         for name, n in counts.items():
             print(f"  {name:<12} {n:>9}")
-        say("cost by model, last hour (GET /api/v1/costs?group_by=model&granularity=day)")
         start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
         report = httpx.get(
             f"{url}/api/v1/costs",
             timeout=30,
             params={"group_by": "model", "granularity": "day", "start": start},
         )
+        # The URL this demo actually asked, so a reader can ask it again.
+        say(f"cost by model, last hour: GET {report.url}")
         report.raise_for_status()
         show_costs(report.json())
     except KeyboardInterrupt:
@@ -266,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
             say(f"still running: try  curl '{url}/api/v1/costs?group_by=gpu'   |  docs: {url}/docs")
             print("stop it all with:  make down")
     return 0
+
+
+def _other_port(taken: int) -> int:
+    """A free port to suggest instead of ``taken``: 9090 if it is free, else any."""
+    return 9090 if taken != 9090 and port_free(9090) else free_port()
 
 
 if __name__ == "__main__":

@@ -25,6 +25,19 @@
 # Prints one `PASS <step>` or `FAIL <step>: <reason>` line per step; exits 0 only if all pass.
 set -euo pipefail
 
+case ${1:-} in
+  -h | --help)
+    # The comment block above is the usage.
+    sed -n '2,/^set -euo pipefail$/p' "$0" | sed '$d; s/^# \{0,1\}//'
+    exit 0
+    ;;
+  "") ;;
+  *)
+    echo "smoke-test.sh: unexpected argument '$1' (it is configured by environment; see --help)" >&2
+    exit 2
+    ;;
+esac
+
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PROCESSOR_URL=${PROCESSOR_URL:-http://127.0.0.1:8080}
 PROCESSOR_URL=${PROCESSOR_URL%/}
