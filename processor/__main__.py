@@ -32,7 +32,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _parser().parse_args(argv)  # --help prints the usage and exits 0 before anything starts
+    # --help prints the usage and exits 0 before anything starts. Only what the caller passes
+    # is parsed: a test calling main() must not see the test runner's own arguments.
+    _parser().parse_args([] if argv is None else argv)
     try:
         settings = ProcessorSettings()
     except ValidationError as exc:  # before the port is bound: nothing to undo
@@ -58,4 +60,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

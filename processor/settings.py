@@ -113,6 +113,13 @@ class ProcessorSettings(ServiceSettings):
     max_message_bytes: int = Field(
         65536, gt=0, description="Larger Kafka values go to the dead-letter topic."
     )
+    consume_queue_max_kb: int = Field(
+        65536,
+        ge=1024,
+        le=2_097_151,
+        description="librdkafka's prefetch queue (queued.max.messages.kbytes): with the batch "
+        "(CONSUME_BATCH_SIZE x message size) it bounds the processor's memory.",
+    )
     cost_window_s: float = Field(60.0, gt=0, description="Trailing event-time window W.")
     cost_lateness_s: float = Field(
         300.0, ge=0, description="How far behind a GPU's newest event a late event still counts."
@@ -173,7 +180,7 @@ class ProcessorSettings(ServiceSettings):
             "session.timeout.ms": 45_000,
             # Fetch in big chunks: the processor is throughput-bound, not latency-bound.
             "fetch.min.bytes": 1,
-            "queued.max.messages.kbytes": 65536,
+            "queued.max.messages.kbytes": self.consume_queue_max_kb,
         }
 
     def dlq_producer_config(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,15 @@ absolute figures vary between machines, the ratios are what we defend.
 - **naive**: one message at a time (decode, cost, `insert_one`, synchronous commit).
 - **latency**: `stored_at - ts` of every token event at a steady produce rate; `stored_at` is
   stamped once per batch, just before the write.
+- **CPU per event**: the processor process's own CPU time (user + system, from `/proc` through
+  psutil) from its first stored batch to its last, per event of the drain; with
+  `BENCH_PROCESSOR_DIR=<another checkout>` the same driver runs that checkout's processor (how
+  the code before a refactor is compared).
+- **hostile drain**: one processor draining 50,000 messages of which one in ten is hostile
+  (oversize, big and invalid near the 64 KiB limit, malformed JSON, an overflowing timestamp, a
+  null key, a 5,000-byte key); peak RSS sampled every 50 ms, and a check that every good event
+  was stored and every hostile one dead-lettered. `--hostile-variant NAME=VALUE` adds a run with
+  other processor settings (e.g. `CONSUME_QUEUE_MAX_KB=16384`).
 """
 
 
@@ -101,6 +111,38 @@ def mixed_events(n: int, seed: int = 1) -> list[dict[str, Any]]:
                 )
             )
     return events
+
+
+def hostile_mix(n: int, every: int, seed: int = 2) -> list[tuple[bytes | None, bytes, bool]]:
+    """(key, value, hostile?): valid events, and one in ``every`` of six hostile kinds.
+
+    Half of the hostile ones are big (58-70 KiB, around MAX_MESSAGE_BYTES = 64 KiB): they are
+    what weighs on memory, in librdkafka's prefetch queue, in the batch and in the letters.
+    """
+    rng = random.Random(seed)
+    good = mixed_events(n, seed)
+    out: list[tuple[bytes | None, bytes, bool]] = []
+    for i, event in enumerate(good):
+        key = kafka_key(event).encode()
+        if i % every != every - 1:
+            out.append((key, orjson.dumps(event), False))
+            continue
+        kind = (i // every) % 6
+        if kind == 0:  # oversize: beyond the 64 KiB limit
+            value = b'{"schema": "token.usage.v1", "x": "' + b"x" * rng.randint(66_000, 71_000)
+            out.append((key, value + b'"}', True))
+        elif kind == 1:  # big and invalid: under the limit, fails the contract
+            out.append((key, orjson.dumps({**event, "model": "m" * rng.randint(59_000, 64_000)}),
+                        True))  # fmt: skip
+        elif kind == 2:  # malformed JSON
+            out.append((key, b'{"schema": "token.usage.v1", "event_id": ', True))
+        elif kind == 3:  # a timestamp that overflows when converted to UTC
+            out.append((key, orjson.dumps({**event, "ts": "9999-12-31T23:59:59-01:00"}), True))
+        elif kind == 4:  # a null key
+            out.append((None, orjson.dumps(event), True))
+        else:  # a 5,000-byte key
+            out.append((b"k" * 5000, orjson.dumps(event), True))
+    return out
 
 
 class Bench:
@@ -151,7 +193,9 @@ class Bench:
 
     # --- producers ----------------------------------------------------------------------
 
-    def bare_produce(self, topic: str, payloads: list[tuple[str, bytes]]) -> float:
+    def bare_produce(
+        self, topic: str, payloads: Sequence[tuple[str | bytes | None, bytes]]
+    ) -> float:
         """A bare confluent-kafka loop with the producer's own settings; returns events/s."""
         producer = Producer(
             {
@@ -220,10 +264,13 @@ class Bench:
 
     # --- the processor ------------------------------------------------------------------
 
-    def start_processor(self, topic: str, db: str, log_path: Path) -> tuple[processes.Spawned, str]:
+    def start_processor(
+        self, topic: str, db: str, log_path: Path, **settings: str
+    ) -> tuple[processes.Spawned, str]:
         port = free_port()
         env = {
             **os.environ,
+            **settings,
             "KAFKA_BOOTSTRAP": self.bootstrap,
             "KAFKA_TOPIC": topic,
             "KAFKA_GROUP_ID": f"bench-{uuid.uuid4().hex[:6]}",
@@ -234,8 +281,11 @@ class Bench:
         }
         log_path.unlink(missing_ok=True)  # one log per run of the phase
         # Same session as the bench: a Ctrl-C reaches the processor too.
+        # BENCH_PROCESSOR_DIR: run another checkout's processor (same venv, its own code first
+        # on sys.path) against the same driver, e.g. the code before a refactor.
+        code = Path(os.environ.get("BENCH_PROCESSOR_DIR") or REPO)
         proc = processes.spawn(
-            [PY, "-m", "processor"], log=log_path, cwd=REPO, env=env, new_session=False
+            [PY, "-m", "processor"], log=log_path, cwd=code, env=env, new_session=False
         )
         self.children.append(proc)
         url = f"http://127.0.0.1:{port}"
@@ -288,9 +338,14 @@ class Bench:
 
         sampler = threading.Thread(target=sample_rss, daemon=True)
         sampler.start()
+        # CPU of the processor process itself (user + system, from /proc through psutil) from
+        # its first stored batch to the last: start-up and the group join are left out.
+        wait_for("the first stored batch", lambda: _written(url) > 0, 120, every_s=0.05)
+        cpu_start, written_start = _cpu_s(proc.pid), _written(url)
         # Progress from the processor's own counters: counting documents would load the server
         # the processor is writing to (FerretDB counts by scanning), which the baselines escape.
         wait_for("processor to store the backlog", lambda: _written(url) >= n, 900, every_s=0.5)
+        cpu_used, cpu_events = _cpu_s(proc.pid) - cpu_start, _written(url) - written_start
         batches = _metric_sum(url, "pipeline_batch_size_count")
         stop.set()
         sampler.join()
@@ -306,9 +361,11 @@ class Bench:
         first, last = min(stamps), max(stamps)
         after_first = sum(1 for t in stamps if t > first)
         processor_eps = after_first / max((last - first).total_seconds(), 1e-3)
+        cpu_us = cpu_used / max(cpu_events, 1) * 1e6
         log(
             f"      {processor_eps:,.0f} events/s, peak RSS {rss_peak / 2**20:.0f} MiB, "
-            f"{batches:.0f} batches (mean {n / max(batches, 1):.0f} messages)"
+            f"{batches:.0f} batches (mean {n / max(batches, 1):.0f} messages), "
+            f"CPU {cpu_us:.0f} µs/event ({cpu_used:.1f} s for {cpu_events:,.0f} events)"
         )
 
         log("  (b) raw insert_many of the same documents into the same server")
@@ -330,11 +387,69 @@ class Bench:
             "processor_eps": processor_eps,
             "ratio_vs_min": processor_eps / floor,
             "rss_peak_mib": rss_peak / 2**20,
+            "cpu_us_per_event": cpu_us,
+            "code": os.environ.get("BENCH_PROCESSOR_DIR") or "this checkout",
         }
         self.bench_naive(topic, min(n, 5000), processor_eps)
         # Drop the backlog's databases and topics before the next phase: hundreds of
         # thousands of documents left in the server would weigh on the latency run.
         self.cleanup()
+
+    def bench_hostile(self, n: int, every: int, settings: list[dict[str, str]]) -> None:
+        """Peak RSS of one processor draining ``n`` messages, one in ``every`` hostile."""
+        payloads = hostile_mix(n, every)
+        hostile = sum(1 for _key, _value, bad in payloads if bad)
+        big = sum(1 for _key, value, bad in payloads if bad and len(value) > 10_000)
+        log(f"hostile drain: {n:,} messages, {hostile:,} hostile ({big:,} of 58-70 KiB)")
+        runs = [self._hostile_run(payloads, hostile, overrides) for overrides in settings]
+        self.results["hostile"] = {"messages": n, "hostile": hostile, "big": big, "runs": runs}
+
+    def _hostile_run(
+        self,
+        payloads: list[tuple[bytes | None, bytes, bool]],
+        hostile: int,
+        overrides: dict[str, str],
+    ) -> dict[str, Any]:
+        n = len(payloads)
+        topic, dlq = self.topic("bench-hostile"), self.topic("bench-hostile-dlq")
+        self.bare_produce(topic, [(key, value) for key, value, _bad in payloads])
+        db = self.db("bench_hostile")
+        proc, url = self.start_processor(
+            topic, db, STATE / "bench-hostile-processor.log", KAFKA_DLQ_TOPIC=dlq, **overrides
+        )
+        peak, stop = 0, threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            process = psutil.Process(proc.pid)
+            while not stop.is_set():
+                peak = max(peak, process.memory_info().rss)
+                stop.wait(0.05)
+
+        def drained() -> bool:
+            done = _written(url) + _metric_sum(url, "pipeline_events_dead_lettered_total")
+            return done >= n
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        started = time.perf_counter()
+        wait_for("the hostile backlog drained", drained, 900, every_s=0.2)
+        seconds = time.perf_counter() - started
+        stored = _written(url)
+        lettered = _metric_sum(url, "pipeline_events_dead_lettered_total")
+        stop.set()
+        sampler.join()
+        processes.stop(proc.id, grace_s=PROCESSOR_STOP_S)
+        label = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "defaults"
+        log(
+            f"      [{label}] peak RSS {peak / 2**20:.0f} MiB, {n / seconds:,.0f} msg/s, "
+            f"stored {stored:,.0f} (expected {n - hostile:,}), dead-lettered "
+            f"{lettered:,.0f} (expected {hostile:,})"
+        )
+        if stored != n - hostile or lettered != hostile:
+            raise SystemExit("hostile drain: stored or dead-lettered counts are wrong")
+        self.cleanup()
+        return {"settings": label, "rss_peak_mib": peak / 2**20, "msg_s": n / seconds}
 
     def bench_naive(self, topic: str, n: int, processor_eps: float) -> None:
         log(f"  naive baseline: one message at a time (insert_one, then commit), {n:,} messages")
@@ -455,6 +570,17 @@ class Bench:
         )
 
 
+def _setting(pair: str) -> tuple[str, str]:
+    name, _, value = pair.partition("=")
+    return name, value
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (psutil reads /proc/<pid>/stat)."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def _metric_sum(url: str, name: str) -> float:
     """Sum of every sample of ``name`` (all label sets) on the processor's /metrics."""
     text = httpx.get(f"{url}/metrics", timeout=10).text
@@ -526,12 +652,24 @@ def record(results: dict[str, Any], args: argparse.Namespace) -> None:
         lines.append(
             f"| processor peak RSS while draining | {d['rss_peak_mib']:.0f} MiB | - | - | bounded |"
         )
+        lines.append(
+            f"| processor CPU per 1,000 events while draining ({d['code']}) | "
+            f"{d['cpu_us_per_event']:.0f} ms | - | - | no worse than before |"
+        )
     if "naive" in results:
         nv = results["naive"]
         lines.append(
             f"| processor vs naive (insert_one + commit per message) | - | "
             f"{nv['naive_eps']:,.0f} ev/s | {nv['ratio']:.1f}x | >= 10x |"
         )
+    if "hostile" in results:
+        h = results["hostile"]
+        for run in h["runs"]:
+            lines.append(
+                f"| hostile drain: {h['messages']:,} messages, {h['hostile']:,} hostile "
+                f"({h['big']:,} of 58-70 KiB), {run['settings']} | peak RSS "
+                f"{run['rss_peak_mib']:.0f} MiB, {run['msg_s']:,.0f} msg/s | - | - | bounded |"
+            )
     if "latency" in results:
         la = results["latency"]
         lines.append(
@@ -556,7 +694,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-seconds", type=int, default=60)
     parser.add_argument("--latency-rate", type=int, default=1000)
     parser.add_argument(
-        "--only", default="validation,producer,drain,latency", help="comma-separated subset"
+        "--only",
+        default="validation,producer,drain,latency,hostile",
+        help="comma-separated subset",
+    )
+    parser.add_argument("--hostile-events", type=int, default=50_000)
+    parser.add_argument(
+        "--hostile-variant",
+        dest="hostile_variants",
+        action="append",
+        default=[],
+        help="extra processor settings for another hostile run, e.g. CONSUME_QUEUE_MAX_KB=16384",
     )
     args = parser.parse_args(argv)
     args.argv = argv if argv is not None else sys.argv[1:]
@@ -581,6 +729,11 @@ def main(argv: list[str] | None = None) -> int:
             bench.bench_drain(args.events)
         if "latency" in wanted:
             bench.bench_latency(args.latency_seconds, args.latency_rate)
+        if "hostile" in wanted:
+            variants: list[dict[str, str]] = [{}]
+            for variant in args.hostile_variants:
+                variants.append(dict(_setting(pair) for pair in variant.split(",") if pair))
+            bench.bench_hostile(args.hostile_events, 10, variants)
         record(bench.results, args)
     finally:
         bench.cleanup()
