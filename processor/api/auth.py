@@ -23,7 +23,16 @@ from starlette.exceptions import HTTPException
 
 from processor.settings import ProcessorSettings
 
-__all__ = ["AdminScope", "ReadScope", "Scope", "Tokens", "authorize", "install"]
+__all__ = [
+    "SCHEME",
+    "AdminScope",
+    "ReadScope",
+    "Scope",
+    "Tokens",
+    "authorize",
+    "install",
+    "protected",
+]
 
 Scope = Literal["read", "admin"]
 # What each scope grants, itself included: admin implies read.
