@@ -4,6 +4,8 @@
 >>> uvicorn.run(app, host="127.0.0.1", port=8080)
 
 Every error the API answers is an RFC 9457 problem (processor/api/problems.py, docs/api.md).
+With API_READ_TOKENS / API_ADMIN_TOKENS set, every route but the open ones needs a bearer token
+(processor/api/auth.py, docs/security.md).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from fastapi.routing import APIRoute
 from starlette_exporter import PrometheusMiddleware, handle_metrics
 
 from gpu_readers import GpuReader
-from processor.api import costs, gpus, health, problems, stats
+from processor.api import auth, costs, gpus, health, problems, stats
 from processor.api.deps import LocalGpuReader
+from processor.api.problems import problem_responses
 from processor.consumer import PipelineLoop
 from processor.settings import ProcessorSettings
 from processor.store import MongoStore
@@ -47,6 +50,7 @@ def create_app(
     (NVML -> nvidia-smi -> seed file), which the app also closes on shutdown.
     """
     settings = settings or ProcessorSettings()
+    tokens = auth.Tokens.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,6 +69,18 @@ def create_app(
         app.state.loop = PipelineLoop(settings, store) if consume else None
         if app.state.loop is not None:
             app.state.loop.start()
+        if tokens is None:
+            log.warning(
+                "API authentication is off: no API_READ_TOKENS or API_ADMIN_TOKENS, so every "
+                "route answers without a token (see docs/security.md)"
+            )
+        else:
+            log.info(
+                "API authentication on read_tokens=%d admin_tokens=%d health_open=%s "
+                "metrics_open=%s",
+                len(settings.api_read_tokens or ()), len(settings.api_admin_tokens or ()),
+                settings.api_health_open, settings.api_metrics_open,
+            )  # fmt: skip
         log.info(
             "processor started topic=%s group=%s mongo_db=%s consume=%s",
             settings.kafka_topic, settings.kafka_group_id, settings.mongo_db, consume,
@@ -86,13 +102,27 @@ def create_app(
         generate_unique_id_function=_operation_id,
     )
     problems.install(app)
+    auth.install(app, tokens)
     app.add_middleware(
         PrometheusMiddleware,
         app_name="processor",
         group_paths=True,
         skip_paths=["/metrics", "/health"],
     )
-    app.add_route("/metrics", handle_metrics)
-    for module in (health, gpus, costs, stats):
-        app.include_router(module.router)
+    app.add_route(
+        "/metrics",
+        handle_metrics if settings.api_metrics_open else auth.protected(handle_metrics, "read"),
+    )
+    # Every route today only reads: the read scope. No route needs admin yet; the first that
+    # changes state (a replay, a price reload) declares `dependencies=[auth.AdminScope]`.
+    # /docs, /redoc and /openapi.json stay open: the document is public in the repository, and
+    # a client needs it to learn that it must send a token.
+    denied = problem_responses(401, 403) if tokens is not None else {}
+    read = [auth.ReadScope]
+    app.include_router(
+        health.router, dependencies=[] if settings.api_health_open else read,
+        responses={} if settings.api_health_open else denied,
+    )  # fmt: skip
+    for module in (gpus, costs, stats):
+        app.include_router(module.router, dependencies=read, responses=denied)
     return app

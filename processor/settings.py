@@ -16,11 +16,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, FilePath, SecretStr, TypeAdapter, ValidationError
+from pydantic import (
+    BeforeValidator,
+    Field,
+    FilePath,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
-from service_settings import KafkaBootstrap, KafkaTopic, LogLevel, ServiceSettings, reason
+from service_settings import (
+    KafkaBootstrap,
+    KafkaTopic,
+    LogLevel,
+    Secret,
+    SecretList,
+    ServiceSettings,
+    reason,
+)
 
-__all__ = ["PriceFile", "PriceMap", "ProcessorSettings"]
+__all__ = ["MIN_TOKEN_CHARS", "PriceFile", "PriceMap", "ProcessorSettings"]
+
+# A bearer token is the whole credential: 16 characters is the least that is not guessable by
+# trying (`openssl rand -hex 32` gives 64). Shorter ones are refused at start.
+MIN_TOKEN_CHARS = 16
 
 # USD per hour by gpu_name. Strict: a price written as a string or a boolean is a mistake in
 # the JSON, not something to coerce; an int is fine.
@@ -90,9 +110,10 @@ class ProcessorSettings(ServiceSettings):
         default_factory=lambda: f"processor-{socket.gethostname()}",
         description="client.id of this replica (shows in broker logs).",
     )
-    mongo_url: SecretStr = Field(
+    mongo_url: Secret = Field(
         SecretStr("mongodb://127.0.0.1:27017/"),
-        description="MongoDB connection string (may hold credentials).",
+        description="MongoDB connection string (may hold credentials; percent-encode special "
+        "characters in them). Secret: or read from MONGO_URL_FILE.",
     )
     mongo_db: str = Field("gpu_cost", description="Database holding gpu_metrics and token_usage.")
     mongo_timeout_ms: int = Field(
@@ -141,6 +162,27 @@ class ProcessorSettings(ServiceSettings):
         30.0, gt=0, description="Longest wait between MongoDB retries while degraded."
     )
     lag_interval_s: float = Field(5.0, gt=0, description="How often lag gauges are refreshed.")
+    api_read_tokens: SecretList | None = Field(
+        None,
+        description="Bearer tokens of the `read` scope, comma-separated, each at least "
+        f"{MIN_TOKEN_CHARS} characters. Secret: or read from API_READ_TOKENS_FILE. With no "
+        "token in this and API_ADMIN_TOKENS the API is open (a WARNING at start).",
+    )
+    api_admin_tokens: SecretList | None = Field(
+        None,
+        description="Bearer tokens of the `admin` scope (admin implies read), comma-separated. "
+        "Secret: or read from API_ADMIN_TOKENS_FILE.",
+    )
+    api_health_open: bool = Field(
+        True,
+        description="GET /health answers without a token (load balancers' probes send none). "
+        "false: it needs a `read` token like the API.",
+    )
+    api_metrics_open: bool = Field(
+        True,
+        description="GET /metrics answers without a token (Prometheus scrapes send none by "
+        "default). false: it needs a `read` token.",
+    )
     http_host: str = Field("127.0.0.1", description="Address the HTTP API binds to.")
     http_port: int = Field(8080, gt=0, lt=65536, description="Port of the HTTP API.")
     gpu_seed_file: FilePath | None = Field(
@@ -150,6 +192,21 @@ class ProcessorSettings(ServiceSettings):
         default_factory=socket.gethostname, description="Host name reported by /gpu/info."
     )
     log_level: LogLevel = Field("INFO", description="Log level.")
+
+    @field_validator("api_read_tokens", "api_admin_tokens")
+    @classmethod
+    def _long_enough(cls, tokens: list[SecretStr] | None) -> list[SecretStr] | None:
+        # Named by position, never by content: the message may end up in a log.
+        short = [i + 1 for i, t in enumerate(tokens or ()) if len(t) < MIN_TOKEN_CHARS]
+        if short:
+            which = ", ".join(str(i) for i in short)
+            raise ValueError(f"token {which} has fewer than {MIN_TOKEN_CHARS} characters")
+        return tokens or None
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether the API asks for a bearer token: at least one token is configured."""
+        return bool(self.api_read_tokens or self.api_admin_tokens)
 
     def price_map(self) -> dict[str, float]:
         """GPU_PRICES_FILE overlaid by GPU_PRICES: gpu_name -> USD per hour."""

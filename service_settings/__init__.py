@@ -8,6 +8,11 @@
     ...     sys.stderr.write(report("my-service", problems(exc, MySettings)))
     ...     sys.exit(2)
 
+A secret field (``Secret``, ``SecretList``) is also read from ``<NAME>_FILE``, the way Docker and
+Kubernetes mount secrets: ``MONGO_URL_FILE=/run/secrets/mongo_url`` reads the file's content
+(trailing newline stripped) into ``MONGO_URL``. Setting both, or naming a file that cannot be
+read, is a settings error like any other, reported without the value.
+
 Constraints are declared on the fields (``Field(gt=0)``, a pattern, a ``Literal``), so they
 show in the class and are all checked in one pass: :func:`problems` then turns every failure
 into one ``ENV_NAME: reason`` line, whatever the service.
@@ -15,16 +20,26 @@ into one ``ENV_NAME: reason`` line, whatever the service.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Final, Literal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal, get_args, get_origin
 
-from pydantic import BeforeValidator, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 __all__ = [
     "KafkaBootstrap",
     "KafkaTopic",
     "LogLevel",
+    "Secret",
+    "SecretList",
     "ServiceSettings",
     "env_name",
     "explained",
@@ -32,6 +47,90 @@ __all__ = [
     "reason",
     "report",
 ]
+
+
+FILE_SUFFIX: Final = "_FILE"
+
+
+@dataclass(frozen=True, slots=True)
+class _FileProblem:
+    """Why ``<NAME>_FILE`` gave no value; the field's validator turns it into its error."""
+
+    message: str
+
+
+def _no_file_problem(value: Any) -> Any:
+    if isinstance(value, _FileProblem):
+        raise ValueError(value.message)
+    return value
+
+
+# Both the marker of a secret field (the file source looks for this object in the field's
+# metadata) and the validator that reports a problem with its file.
+_FROM_FILE: Final = BeforeValidator(_no_file_problem)
+
+
+def _split_secrets(value: Any) -> Any:
+    # Comma-separated, spaces around the commas allowed; empty items (a trailing comma) dropped.
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+# A password or a connection string: hidden in repr, logs and errors, readable from <NAME>_FILE.
+# (Annotated before-validators run last-declared first, so _FROM_FILE sees the raw value.)
+Secret = Annotated[SecretStr, _FROM_FILE]
+# Comma-separated secrets (e.g. API tokens), each hidden; readable from <NAME>_FILE as well.
+SecretList = Annotated[list[SecretStr], BeforeValidator(_split_secrets), _FROM_FILE]
+
+
+def _marked(tp: Any) -> bool:
+    # Annotated[..., _FROM_FILE] anywhere in the type: `Secret`, `SecretList | None`...
+    if get_origin(tp) is Annotated:
+        return any(item is _FROM_FILE for item in get_args(tp)[1:]) or _marked(get_args(tp)[0])
+    return any(_marked(arg) for arg in get_args(tp))
+
+
+def _is_secret(field: FieldInfo) -> bool:
+    return any(item is _FROM_FILE for item in field.metadata) or _marked(field.annotation)
+
+
+class _SecretFiles(PydanticBaseSettingsSource):
+    """``<NAME>_FILE`` for every secret field: the file's content, or why there is none."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ reads every field at once
+
+    def __call__(self) -> dict[str, Any]:
+        cls = self.settings_cls
+        environ = {k.upper(): v for k, v in os.environ.items() if v.strip()}
+        found: dict[str, Any] = {}
+        for name, field in cls.model_fields.items():
+            if not _is_secret(field):
+                continue
+            var = env_name(cls, name)
+            path = environ.get(var + FILE_SUFFIX)
+            if path is None:
+                continue
+            found[name] = self._read(var, path.strip(), both=var in environ)
+        return found
+
+    @staticmethod
+    def _read(var: str, path: str, *, both: bool) -> str | _FileProblem:
+        file_var = var + FILE_SUFFIX
+        if both:
+            return _FileProblem(f"both {var} and {file_var} are set; set only one")
+        try:
+            text = Path(path).read_text("utf-8")
+        except OSError as exc:
+            # The path is the operator's, not a secret; the content is never shown.
+            return _FileProblem(f"cannot read {file_var} ({path}): {exc.strerror or exc}")
+        except UnicodeDecodeError:
+            return _FileProblem(f"{file_var} ({path}) is not UTF-8 text")
+        value = text.rstrip("\r\n")
+        if not value.strip():
+            return _FileProblem(f"{file_var} ({path}) is empty")
+        return value
 
 
 class ServiceSettings(BaseSettings):
@@ -63,6 +162,25 @@ class ServiceSettings(BaseSettings):
         # may be a MONGO_URL with its password.
         hide_input_in_errors=True,
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # <NAME>_FILE before <NAME>: when both are set, the file source's "set only one" wins
+        # over the plain value, so the conflict is reported instead of silently resolved.
+        return (
+            init_settings,
+            _SecretFiles(settings_cls),
+            env_settings,
+            dotenv_settings,
+            file_secret_settings,
+        )
 
 
 _PATTERN_MEANINGS: dict[str, str] = {}

@@ -48,6 +48,8 @@ _ABOUT_BLANK: Final = "about:blank"
 _REF: Final = {"$ref": "#/components/schemas/Problem"}
 
 _DESCRIPTIONS: Final = {
+    401: "No bearer token, or not a valid one; `WWW-Authenticate: Bearer` says how to send it.",
+    403: "The bearer token is valid but lacks the scope this operation needs.",
     404: "Nothing is stored for what the path names.",
     422: "A parameter was refused; `invalid_params` lists each one with its reason.",
     500: "A defect in the processor; its log has the traceback.",
