@@ -66,8 +66,12 @@ _COMMON_SETTING_FLAGS: Final = (
 _RUN_SETTING_FLAGS: Final = (
     ("--rate", "PRODUCER_RATE", "token events per second; 0 or max = as fast as possible"),
     ("--gpu-interval", "PRODUCER_GPU_INTERVAL_S", "seconds between GPU readings"),
+)
+# The fleet: used by `run` and by `replay --format azure-trace`.
+_FLEET_SETTING_FLAGS: Final = (
     ("--gpu-seed-file", "GPU_SEED_FILE", "seed file for hosts without NVML/nvidia-smi"),
     ("--models", "PRODUCER_MODELS", "models and weights: name[:weight],..."),
+    ("--deployment", "PRODUCER_DEPLOYMENT", "model=gpu_index[,gpu_index...];... (this host)"),
 )
 
 
@@ -149,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="seed the traffic (models, tokens, latencies)")
     run_settings = run.add_argument_group("traffic settings")
     _add_setting_flags(run_settings, _RUN_SETTING_FLAGS)
+    _add_setting_flags(run_settings, _FLEET_SETTING_FLAGS)
 
     replay = sub.add_parser(
         "replay",
@@ -190,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _settings_from(args: argparse.Namespace) -> ProducerSettings:
     overrides: dict[str, object] = {}
     flags: dict[str, str] = {}
-    for flag, env, _ in (*_COMMON_SETTING_FLAGS, *_RUN_SETTING_FLAGS):
+    for flag, env, _ in (*_COMMON_SETTING_FLAGS, *_RUN_SETTING_FLAGS, *_FLEET_SETTING_FLAGS):
         value = getattr(args, f"setting:{env}", None)
         if value is not None:
             overrides[env] = value
@@ -249,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(f"kafka configuration rejected: {exc}")
         return EXIT_USAGE
     failure: str | None = None
+    bad_settings: SettingsError | None = None
     try:
         partitions = sink.check_ready(settings.connect_timeout_s)
         log.info(
@@ -268,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 reader = _gpu_reader(settings, args.seed)
                 run_options = RunOptions(count=args.count, duration_s=args.duration, seed=args.seed)
                 summary = run_synthetic(sink, reader, settings, run_options, stop)
+    except SettingsError as exc:  # the deployment map does not fit the GPUs read
+        bad_settings = exc
     except (ProducerError, GpuReaderError) as exc:
         failure = str(exc)
     finally:
@@ -276,6 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if sink.stats.in_flight and sink.flush(settings.flush_timeout_s):
             sink.abandon()
         sink.close()
+    if bad_settings is not None:
+        sys.stderr.write(report("producers", str(bad_settings).splitlines()))
+        return EXIT_USAGE
     if failure is not None:
         _error(failure)  # after close(), so it is the last line an operator sees
         return EXIT_FAILED

@@ -28,6 +28,7 @@ from types import FrameType
 from typing import Any, Final, Protocol
 
 from producers.exceptions import NoGpus
+from producers.fleet import Replica, default_deployment, resolve, split_request
 from producers.kafka_sink import EventSink
 from producers.pacing import Pacer, Ticker
 from producers.replay import ReplayFile
@@ -288,7 +289,8 @@ def run_synthetic(
         if wait > 0:
             loop.idle(min(wait, gpu_ticker.delay(now), end - now))
             continue
-        loop.send(generator.next_event(wall_clock()))
+        for event in split_request(*generator.next_request(wall_clock())):
+            loop.send(event)
         pacer.sent()
         loop.progress()
     return loop.finish(stopped_by)
@@ -314,9 +316,7 @@ def _publish_gpus(
             raise NoGpus(f"the GPU reader found no GPU on host {settings.host}")
         log.error("gpu read returned no GPU, keeping the previous GPUs")
         return generator
-    for event in readings:
-        loop.send(event)
-    if generator is None:
+    if generator is None:  # before sending: a bad deployment map sends nothing
         targets = _gpu_targets(readings)
         log.info(
             "gpus host=%s count=%d source=%s",
@@ -324,10 +324,35 @@ def _publish_gpus(
             len(targets),
             readings[0].get("source"),
         )
-        generator = TrafficGenerator(
-            settings.host, targets, profiles_for(list(settings.models.items())), rng
+        replicas = deployed(settings, targets)
+        groups: dict[str, list[tuple[GpuTarget, ...]]] = {}
+        for replica in replicas:
+            groups.setdefault(replica.model, []).append(replica.gpus)
+        log.info(
+            "deployment %s",
+            " ".join(f"{r.model}={','.join(str(g.gpu_index) for g in r.gpus)}" for r in replicas),
         )
+        generator = TrafficGenerator(
+            settings.host, targets, profiles_for(model_mix(settings, replicas)), rng, groups=groups
+        )
+    for event in readings:
+        loop.send(event)
     return generator
+
+
+def deployed(settings: ProducerSettings, gpus: list[GpuTarget]) -> tuple[Replica, ...]:
+    """``PRODUCER_DEPLOYMENT`` bound to ``gpus`` (else one model per GPU); SettingsError."""
+    entries = settings.deployment or default_deployment(list(settings.models), gpus)
+    return resolve(entries, gpus)
+
+
+def model_mix(settings: ProducerSettings, replicas: tuple[Replica, ...]) -> list[tuple[str, float]]:
+    """The deployed models with their PRODUCER_MODELS weight (1 for a model not listed there),
+    in PRODUCER_MODELS order, then deployment order."""
+    served = dict.fromkeys(r.model for r in replicas)
+    mix = [(name, weight) for name, weight in settings.models.items() if name in served]
+    mix += [(name, 1.0) for name in served if name not in settings.models]
+    return mix
 
 
 def run_replay(
