@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +31,6 @@ from producers.exceptions import NoGpus
 from producers.fleet import Replica, default_deployment, resolve, split_request
 from producers.kafka_sink import EventSink
 from producers.pacing import Pacer, Ticker
-from producers.replay import ReplayFile
 from producers.settings import ProducerSettings
 from producers.traffic import GpuTarget, TrafficGenerator, profiles_for
 from schemas.contracts import GPU_METRICS_V1, format_ts
@@ -39,9 +38,13 @@ from schemas.contracts import GPU_METRICS_V1, format_ts
 __all__ = [
     "GpuSource",
     "ReplayOptions",
+    "ReplaySource",
     "RunOptions",
     "StopSignals",
     "Summary",
+    "deployed",
+    "gpu_targets",
+    "model_mix",
     "run_replay",
     "run_synthetic",
 ]
@@ -54,6 +57,18 @@ MAX_SLEEP_S: Final = 0.2
 
 Clock = Callable[[], float]
 WallClock = Callable[[], datetime]
+
+
+class ReplaySource(Protocol):
+    """What ``replay`` sends: a loaded file (``ReplayFile``) or a streamed trace."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def prelude(self) -> tuple[dict[str, Any], ...]: ...  # sent once, before the first pass
+
+    def items(self) -> Iterable[tuple[dict[str, Any], float]]: ...  # (event, offset at 1x)
 
 
 class GpuSource(Protocol):
@@ -238,7 +253,7 @@ class _Loop:
         return s
 
 
-def _gpu_targets(readings: list[dict[str, Any]]) -> list[GpuTarget]:
+def gpu_targets(readings: list[dict[str, Any]]) -> list[GpuTarget]:
     seen: dict[str, GpuTarget] = {}
     for event in readings:
         target = GpuTarget.from_event(event)
@@ -317,7 +332,7 @@ def _publish_gpus(
         log.error("gpu read returned no GPU, keeping the previous GPUs")
         return generator
     if generator is None:  # before sending: a bad deployment map sends nothing
-        targets = _gpu_targets(readings)
+        targets = gpu_targets(readings)
         log.info(
             "gpus host=%s count=%d source=%s",
             settings.host,
@@ -357,7 +372,7 @@ def model_mix(settings: ProducerSettings, replicas: tuple[Replica, ...]) -> list
 
 def run_replay(
     sink: EventSink,
-    replay: ReplayFile,
+    replay: ReplaySource,
     settings: ProducerSettings,
     options: ReplayOptions,
     stop: StopSignals,
@@ -371,12 +386,14 @@ def run_replay(
     be discarded downstream as duplicates); ``new_ids`` does so in the first pass too.
     """
     loop = _Loop("replay", sink, settings, stop, clock)
+    for event in replay.prelude:
+        loop.send(event)
     passes = 0
     stopped_by: str | None = None
     while stopped_by is None and (options.loops == 0 or passes < options.loops):
         base = clock()
         fresh_ids = options.new_ids or passes > 0
-        for event, offset in zip(replay.events, replay.offsets, strict=True):
+        for event, offset in replay.items():
             due = base + offset / options.speed
             while (stopped_by := loop.should_stop()) is None and (left := due - clock()) > 0:
                 loop.idle(left)
