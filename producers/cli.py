@@ -271,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _error(str(exc))
             return EXIT_USAGE
         except SettingsError as exc:  # the deployment map does not fit the GPUs read
-            sys.stderr.write(report("producers", str(exc).splitlines()))
+            sys.stderr.write(report("producers", _deployment_problems(exc, args)))
             return EXIT_USAGE
         except (NoGpus, GpuReaderError) as exc:
             _error(str(exc))
@@ -314,13 +314,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             sink.abandon()
         sink.close()
     if bad_settings is not None:
-        sys.stderr.write(report("producers", str(bad_settings).splitlines()))
+        sys.stderr.write(report("producers", _deployment_problems(bad_settings, args)))
         return EXIT_USAGE
     if failure is not None:
         _error(failure)  # after close(), so it is the last line an operator sees
         return EXIT_FAILED
     _report(summary, args.summary_json)
     return summary.exit_code
+
+
+def _deployment_problems(exc: SettingsError, args: argparse.Namespace) -> list[str]:
+    """The deployment map's problems, naming --deployment when the flag set it."""
+    lines = str(exc).splitlines()
+    if getattr(args, "setting:PRODUCER_DEPLOYMENT", None) is None:
+        return lines
+    env = "PRODUCER_DEPLOYMENT"
+    return [
+        f"{env} (--deployment){line[len(env) :]}" if line.startswith(env) else line
+        for line in lines
+    ]
 
 
 def _trace_replay(args: argparse.Namespace, settings: ProducerSettings) -> AzureTraceReplay:

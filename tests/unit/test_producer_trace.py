@@ -165,5 +165,5 @@ def test_cli_reports_a_deployment_that_does_not_fit_the_gpus(
     err = capsys.readouterr().err
     assert code == 2
     assert "producers: 2 invalid settings:\n" in err
-    assert "  PRODUCER_DEPLOYMENT['b']: GPU 0 already serves 'a'\n" in err
-    assert "  PRODUCER_DEPLOYMENT['c']: GPU 99 is not on this host (GPUs: " in err
+    assert "  PRODUCER_DEPLOYMENT (--deployment)['b']: GPU 0 already serves 'a'\n" in err
+    assert "  PRODUCER_DEPLOYMENT (--deployment)['c']: GPU 99 is not on this host (GPUs: " in err
