@@ -12,7 +12,9 @@ same seed twice never produces events the processor would discard as duplicates)
 The shape: per model, input and output token counts are lognormal (most requests short, a long
 tail), clamped to the model's context window and the contract's limits; time to first token
 grows with the prompt (prefill), latency = ttft + output tokens x time per output token, both
-with multiplicative jitter; most requests end ``ok``; requests go to the host's GPUs in turn.
+with multiplicative jitter; most requests end ``ok``. Requests go to the host's GPUs in turn,
+or, given the deployment map's ``groups`` (model -> its replicas' GPU groups), to a replica of
+their model in turn (``producers.fleet``).
 """
 
 from __future__ import annotations
