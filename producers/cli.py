@@ -19,25 +19,31 @@ import math
 import random
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Protocol
 
 import orjson
 
 from gpu_readers import GpuReader, GpuReaderError
-from producers.exceptions import ProducerError, ReplayFileError, SettingsError
+from producers.exceptions import NoGpus, ProducerError, ReplayFileError, SettingsError
 from producers.kafka_sink import KafkaSink
 from producers.pacing import parse_speed
 from producers.replay import FORMATS, load_replay
 from producers.service import (
     ReplayOptions,
+    ReplaySource,
     RunOptions,
     StopSignals,
     Summary,
+    deployed,
+    gpu_targets,
+    model_mix,
     run_replay,
     run_synthetic,
 )
 from producers.settings import ProducerSettings, load_settings
+from producers.trace import AzureTraceReplay, TraceMapper, scan_azure_trace
 from service_settings import report
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
@@ -66,8 +72,12 @@ _COMMON_SETTING_FLAGS: Final = (
 _RUN_SETTING_FLAGS: Final = (
     ("--rate", "PRODUCER_RATE", "token events per second; 0 or max = as fast as possible"),
     ("--gpu-interval", "PRODUCER_GPU_INTERVAL_S", "seconds between GPU readings"),
+)
+# The fleet: used by `run` and by `replay --format azure-trace`.
+_FLEET_SETTING_FLAGS: Final = (
     ("--gpu-seed-file", "GPU_SEED_FILE", "seed file for hosts without NVML/nvidia-smi"),
     ("--models", "PRODUCER_MODELS", "models and weights: name[:weight],..."),
+    ("--deployment", "PRODUCER_DEPLOYMENT", "model=gpu_index[,gpu_index...];... (this host)"),
 )
 
 
@@ -149,18 +159,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="seed the traffic (models, tokens, latencies)")
     run_settings = run.add_argument_group("traffic settings")
     _add_setting_flags(run_settings, _RUN_SETTING_FLAGS)
+    _add_setting_flags(run_settings, _FLEET_SETTING_FLAGS)
 
     replay = sub.add_parser(
         "replay",
         parents=[common],
-        help="replay events from a JSON Lines file or an nvidia-smi CSV log",
-        description="Replay v1 events (JSON Lines) or an nvidia-smi CSV log, spaced by the "
-        "events' ts gaps divided by --speed. The whole file is validated first; any invalid "
-        "line is reported (with its number) and nothing is sent.",
+        help="replay events from a JSON Lines file, an nvidia-smi CSV log or a request trace",
+        description="Replay v1 events (JSON Lines), an nvidia-smi CSV log, or the Azure LLM "
+        "inference trace mapped onto this host's deployment map (--format azure-trace), "
+        "spaced by the ts gaps divided by --speed. The whole file is validated first; any "
+        "invalid line is reported (with its number) and nothing is sent.",
     )
     replay.add_argument("file", type=Path, metavar="FILE", help="the file to replay ('-' = stdin)")
     replay.add_argument(
-        "--format", choices=FORMATS, default="auto", help="file format (default: sniff)"
+        "--format",
+        choices=(*FORMATS, "azure-trace"),
+        default="auto",
+        help="file format (default: sniff jsonl/smi-csv; azure-trace is never sniffed)",
     )
     replay.add_argument(
         "--speed",
@@ -184,13 +199,23 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--retime", action="store_true", help="set each event's ts to the time it is sent"
     )
+    trace = replay.add_argument_group("azure-trace (a request trace mapped onto the fleet)")
+    trace.add_argument(
+        "--end-now",
+        action="store_true",
+        help="shift the trace's timestamps so that its last request arrives now",
+    )
+    trace.add_argument(
+        "--seed", type=int, default=0, help="seed of the requests' model placement (default 0)"
+    )
+    _add_setting_flags(trace, _FLEET_SETTING_FLAGS)
     return parser
 
 
 def _settings_from(args: argparse.Namespace) -> ProducerSettings:
     overrides: dict[str, object] = {}
     flags: dict[str, str] = {}
-    for flag, env, _ in (*_COMMON_SETTING_FLAGS, *_RUN_SETTING_FLAGS):
+    for flag, env, _ in (*_COMMON_SETTING_FLAGS, *_RUN_SETTING_FLAGS, *_FLEET_SETTING_FLAGS):
         value = getattr(args, f"setting:{env}", None)
         if value is not None:
             overrides[env] = value
@@ -234,14 +259,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     _configure_logging(settings.log_level)
 
-    replay = None
+    replay: ReplaySource | None = None
     if args.command == "replay":
         try:
             # Validate the whole file before connecting: a bad file needs no broker to be told.
-            replay = load_replay(args.file, host=settings.host, fmt=args.format)
+            if args.format == "azure-trace":
+                replay = _trace_replay(args, settings)
+            else:
+                replay = load_replay(args.file, host=settings.host, fmt=args.format)
         except ReplayFileError as exc:
             _error(str(exc))
             return EXIT_USAGE
+        except SettingsError as exc:  # the deployment map does not fit the GPUs read
+            sys.stderr.write(report("producers", _deployment_problems(exc, args)))
+            return EXIT_USAGE
+        except (NoGpus, GpuReaderError) as exc:
+            _error(str(exc))
+            return EXIT_FAILED
 
     try:
         sink = KafkaSink(settings.kafka_config(), settings.topic)
@@ -249,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(f"kafka configuration rejected: {exc}")
         return EXIT_USAGE
     failure: str | None = None
+    bad_settings: SettingsError | None = None
     try:
         partitions = sink.check_ready(settings.connect_timeout_s)
         log.info(
@@ -268,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 reader = _gpu_reader(settings, args.seed)
                 run_options = RunOptions(count=args.count, duration_s=args.duration, seed=args.seed)
                 summary = run_synthetic(sink, reader, settings, run_options, stop)
+    except SettingsError as exc:  # the deployment map does not fit the GPUs read
+        bad_settings = exc
     except (ProducerError, GpuReaderError) as exc:
         failure = str(exc)
     finally:
@@ -276,11 +313,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         if sink.stats.in_flight and sink.flush(settings.flush_timeout_s):
             sink.abandon()
         sink.close()
+    if bad_settings is not None:
+        sys.stderr.write(report("producers", _deployment_problems(bad_settings, args)))
+        return EXIT_USAGE
     if failure is not None:
         _error(failure)  # after close(), so it is the last line an operator sees
         return EXIT_FAILED
     _report(summary, args.summary_json)
     return summary.exit_code
+
+
+def _deployment_problems(exc: SettingsError, args: argparse.Namespace) -> list[str]:
+    """The deployment map's problems, naming --deployment when the flag set it."""
+    lines = str(exc).splitlines()
+    if getattr(args, "setting:PRODUCER_DEPLOYMENT", None) is None:
+        return lines
+    env = "PRODUCER_DEPLOYMENT"
+    return [
+        f"{env} (--deployment){line[len(env) :]}" if line.startswith(env) else line
+        for line in lines
+    ]
+
+
+def _trace_replay(args: argparse.Namespace, settings: ProducerSettings) -> AzureTraceReplay:
+    """The trace checked and mapped onto this host's GPUs, before connecting to Kafka."""
+    readings = _gpu_reader(settings, None).read()
+    if not readings:
+        raise NoGpus(f"the GPU reader found no GPU on host {settings.host}")
+    replicas = deployed(settings, gpu_targets(readings))
+    scan = scan_azure_trace(args.file)
+    shift = datetime.now(UTC) - scan.last if args.end_now else timedelta(0)
+    mapper = TraceMapper(
+        settings.host,
+        replicas,
+        model_mix(settings, replicas),
+        seed=args.seed,
+        name=args.file.name,
+    )
+    log.info(
+        "trace file=%s requests=%d first=%s last=%s shift_s=%.3f deployment=%s",
+        args.file,
+        scan.count,
+        scan.first.isoformat(),
+        scan.last.isoformat(),
+        shift.total_seconds(),
+        " ".join(f"{r.model}={','.join(str(g.gpu_index) for g in r.gpus)}" for r in replicas),
+    )
+    return AzureTraceReplay(scan, mapper, shift, prelude=tuple(readings))
 
 
 def _gpu_reader(settings: ProducerSettings, seed: int | None) -> GpuReader:

@@ -21,6 +21,7 @@ Formats (``fmt="auto"`` sniffs the first non-blank line: ``{`` means JSON Lines)
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, cast
@@ -48,6 +49,11 @@ class ReplayFile:
     format: Format
     events: list[dict[str, Any]]
     offsets: list[float]
+    prelude: tuple[dict[str, Any], ...] = ()  # nothing to send before the events
+
+    def items(self) -> Iterator[tuple[dict[str, Any], float]]:
+        """Every event with the seconds after the first at which it is due at 1x."""
+        return zip(self.events, self.offsets, strict=True)
 
 
 def detect_format(text: str) -> Format:

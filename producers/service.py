@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -28,9 +28,9 @@ from types import FrameType
 from typing import Any, Final, Protocol
 
 from producers.exceptions import NoGpus
+from producers.fleet import Replica, default_deployment, resolve, split_request
 from producers.kafka_sink import EventSink
 from producers.pacing import Pacer, Ticker
-from producers.replay import ReplayFile
 from producers.settings import ProducerSettings
 from producers.traffic import GpuTarget, TrafficGenerator, profiles_for
 from schemas.contracts import GPU_METRICS_V1, format_ts
@@ -38,9 +38,13 @@ from schemas.contracts import GPU_METRICS_V1, format_ts
 __all__ = [
     "GpuSource",
     "ReplayOptions",
+    "ReplaySource",
     "RunOptions",
     "StopSignals",
     "Summary",
+    "deployed",
+    "gpu_targets",
+    "model_mix",
     "run_replay",
     "run_synthetic",
 ]
@@ -53,6 +57,18 @@ MAX_SLEEP_S: Final = 0.2
 
 Clock = Callable[[], float]
 WallClock = Callable[[], datetime]
+
+
+class ReplaySource(Protocol):
+    """What ``replay`` sends: a loaded file (``ReplayFile``) or a streamed trace."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def prelude(self) -> tuple[dict[str, Any], ...]: ...  # sent once, before the first pass
+
+    def items(self) -> Iterable[tuple[dict[str, Any], float]]: ...  # (event, offset at 1x)
 
 
 class GpuSource(Protocol):
@@ -237,7 +253,7 @@ class _Loop:
         return s
 
 
-def _gpu_targets(readings: list[dict[str, Any]]) -> list[GpuTarget]:
+def gpu_targets(readings: list[dict[str, Any]]) -> list[GpuTarget]:
     seen: dict[str, GpuTarget] = {}
     for event in readings:
         target = GpuTarget.from_event(event)
@@ -288,7 +304,8 @@ def run_synthetic(
         if wait > 0:
             loop.idle(min(wait, gpu_ticker.delay(now), end - now))
             continue
-        loop.send(generator.next_event(wall_clock()))
+        for event in split_request(*generator.next_request(wall_clock())):
+            loop.send(event)
         pacer.sent()
         loop.progress()
     return loop.finish(stopped_by)
@@ -314,25 +331,48 @@ def _publish_gpus(
             raise NoGpus(f"the GPU reader found no GPU on host {settings.host}")
         log.error("gpu read returned no GPU, keeping the previous GPUs")
         return generator
-    for event in readings:
-        loop.send(event)
-    if generator is None:
-        targets = _gpu_targets(readings)
+    if generator is None:  # before sending: a bad deployment map sends nothing
+        targets = gpu_targets(readings)
         log.info(
             "gpus host=%s count=%d source=%s",
             settings.host,
             len(targets),
             readings[0].get("source"),
         )
-        generator = TrafficGenerator(
-            settings.host, targets, profiles_for(list(settings.models.items())), rng
+        replicas = deployed(settings, targets)
+        groups: dict[str, list[tuple[GpuTarget, ...]]] = {}
+        for replica in replicas:
+            groups.setdefault(replica.model, []).append(replica.gpus)
+        log.info(
+            "deployment %s",
+            " ".join(f"{r.model}={','.join(str(g.gpu_index) for g in r.gpus)}" for r in replicas),
         )
+        generator = TrafficGenerator(
+            settings.host, targets, profiles_for(model_mix(settings, replicas)), rng, groups=groups
+        )
+    for event in readings:
+        loop.send(event)
     return generator
+
+
+def deployed(settings: ProducerSettings, gpus: list[GpuTarget]) -> tuple[Replica, ...]:
+    """``PRODUCER_DEPLOYMENT`` bound to ``gpus`` (else one model per GPU); SettingsError."""
+    entries = settings.deployment or default_deployment(list(settings.models), gpus)
+    return resolve(entries, gpus)
+
+
+def model_mix(settings: ProducerSettings, replicas: tuple[Replica, ...]) -> list[tuple[str, float]]:
+    """The deployed models with their PRODUCER_MODELS weight (1 for a model not listed there),
+    in PRODUCER_MODELS order, then deployment order."""
+    served = dict.fromkeys(r.model for r in replicas)
+    mix = [(name, weight) for name, weight in settings.models.items() if name in served]
+    mix += [(name, 1.0) for name in served if name not in settings.models]
+    return mix
 
 
 def run_replay(
     sink: EventSink,
-    replay: ReplayFile,
+    replay: ReplaySource,
     settings: ProducerSettings,
     options: ReplayOptions,
     stop: StopSignals,
@@ -346,12 +386,14 @@ def run_replay(
     be discarded downstream as duplicates); ``new_ids`` does so in the first pass too.
     """
     loop = _Loop("replay", sink, settings, stop, clock)
+    for event in replay.prelude:
+        loop.send(event)
     passes = 0
     stopped_by: str | None = None
     while stopped_by is None and (options.loops == 0 or passes < options.loops):
         base = clock()
         fresh_ids = options.new_ids or passes > 0
-        for event, offset in zip(replay.events, replay.offsets, strict=True):
+        for event, offset in replay.items():
             due = base + offset / options.speed
             while (stopped_by := loop.should_stop()) is None and (left := due - clock()) > 0:
                 loop.idle(left)

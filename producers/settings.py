@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from producers.exceptions import SettingsError
+from producers.fleet import DeploymentEntry, parse_deployment
 from service_settings import (
     KafkaBootstrap,
     KafkaTopic,
@@ -108,6 +109,11 @@ def _split_models(value: Any) -> Any:
     return models
 
 
+def _split_deployment(value: Any) -> Any:
+    """PRODUCER_DEPLOYMENT as written, ``model=i[,i...];...`` (see ``producers.fleet``)."""
+    return parse_deployment(value) if isinstance(value, str) else value
+
+
 # Model name -> relative weight, in the order given (the traffic generator's draw order).
 ModelMix = Annotated[
     dict[
@@ -169,6 +175,14 @@ class ProducerSettings(ServiceSettings):
         default=",".join(f"{name}:{weight:g}" for name, weight in DEFAULT_MODELS),  # type: ignore[arg-type]
         validation_alias="PRODUCER_MODELS",
         description="run: model mix as name[:weight],... (any Unicode name without commas).",
+    )
+    # Checked against the GPUs the reader reports once they are read (producers.fleet.resolve).
+    deployment: Annotated[list[DeploymentEntry] | None, BeforeValidator(_split_deployment)] = Field(
+        default=None,
+        validation_alias="PRODUCER_DEPLOYMENT",
+        description="Which model runs on which GPUs: model=gpu_index[,gpu_index...];... "
+        "(several GPUs = tensor parallel); default: one model per GPU, round-robin over "
+        "PRODUCER_MODELS.",
     )
     compression: Annotated[
         Literal["none", "gzip", "snappy", "lz4", "zstd"], BeforeValidator(_lower)

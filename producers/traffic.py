@@ -12,7 +12,9 @@ same seed twice never produces events the processor would discard as duplicates)
 The shape: per model, input and output token counts are lognormal (most requests short, a long
 tail), clamped to the model's context window and the contract's limits; time to first token
 grows with the prompt (prefill), latency = ttft + output tokens x time per output token, both
-with multiplicative jitter; most requests end ``ok``; requests go to the host's GPUs in turn.
+with multiplicative jitter; most requests end ``ok``. Requests go to the host's GPUs in turn,
+or, given the deployment map's ``groups`` (model -> its replicas' GPU groups), to a replica of
+their model in turn (``producers.fleet``).
 """
 
 from __future__ import annotations
@@ -159,7 +161,11 @@ class TrafficGenerator:
         rng: random.Random,
         *,
         id_factory: Callable[[], str] | None = None,
+        groups: Mapping[str, Sequence[Sequence[GpuTarget]]] | None = None,
     ) -> None:
+        if groups is not None:  # the deployment map: only deployed models get traffic
+            models = [m for m in models if groups.get(m.name)]
+            gpus = [gpu for m in models for group in groups[m.name] for gpu in group]
         if not gpus:
             raise ValueError("need at least one GPU to attribute traffic to")
         if not models:
@@ -171,6 +177,12 @@ class TrafficGenerator:
         self._rng = rng
         self._id_factory = id_factory if id_factory is not None else Uuid4Source()
         self._next_gpu = 0
+        self._groups = (
+            None
+            if groups is None
+            else {name: [tuple(g) for g in replicas] for name, replicas in groups.items()}
+        )
+        self._next_replica: dict[str, int] = {}
 
     def _lognormal(self, median: float, sigma: float) -> float:
         return self._rng.lognormvariate(math.log(median), sigma)
@@ -181,10 +193,26 @@ class TrafficGenerator:
 
     def next_event(self, ts: datetime) -> dict[str, Any]:
         """The next request's token.usage.v1 event, completed at ``ts``."""
+        return self.next_request(ts)[0]
+
+    def next_request(self, ts: datetime) -> tuple[dict[str, Any], tuple[GpuTarget, ...]]:
+        """The next request's event (on the first GPU of its group) and its GPU group.
+
+        Without ``groups`` requests go to the GPUs in turn, one GPU each; with them, the
+        model's replicas take its requests in turn (``producers.fleet.split_request`` turns
+        a group of several GPUs into one event per GPU).
+        """
         rng = self._rng
         model = _pick(rng, self.models, self._cum_weights)
-        gpu = self.gpus[self._next_gpu]
-        self._next_gpu = (self._next_gpu + 1) % len(self.gpus)
+        if self._groups is None:
+            group: tuple[GpuTarget, ...] = (self.gpus[self._next_gpu],)
+            self._next_gpu = (self._next_gpu + 1) % len(self.gpus)
+        else:
+            replicas = self._groups[model.name]
+            turn = self._next_replica.get(model.name, 0)
+            group = replicas[turn % len(replicas)]
+            self._next_replica[model.name] = turn + 1
+        gpu = group[0]
 
         limit = min(model.context, MAX_TOKENS)
         input_tokens = min(
@@ -226,4 +254,4 @@ class TrafficGenerator:
         }
         if cached:
             event["cache_read_input_tokens"] = cached
-        return event
+        return event, group

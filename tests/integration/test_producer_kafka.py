@@ -393,6 +393,51 @@ def test_replay_jsonl_sends_exactly_the_files_events(
     assert got == {e["event_id"]: e for e in events}
 
 
+def test_replay_azure_trace_on_a_tensor_parallel_group(
+    kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    # Three requests of the real trace's shape on one model spread over both seed GPUs.
+    path = tmp_path / "conv.csv"
+    path.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:15:46.6805900,1001,500\n"
+        "2023-11-16 18:15:47.0000000,10,3\n"
+        "2023-11-16 18:15:47.5000000,7,0\n",
+        encoding="utf-8",
+    )
+    args = ["replay", "--format", "azure-trace", str(path), "--speed", "max", "--end-now"]
+    env = producer_env(kafka_bootstrap, topic, PRODUCER_DEPLOYMENT="llama-3.1-70b-instruct=0,1")
+    started = datetime.now(UTC)
+    done = run_producer(args, env)
+    assert done.returncode == 0, done.stderr
+    summary = summary_of(done.stdout)
+    # 3 requests x 2 GPUs + one reading per seed GPU.
+    assert (summary["token_events"], summary["gpu_events"]) == ("6", "2")
+    events = events_of(read_topic(kafka_bootstrap, topic))
+    tokens = [e for e in events if e["schema"] == "token.usage.v1"]
+    assert sorted(
+        (e["request_id"], e["gpu_index"], e["input_tokens"], e["output_tokens"]) for e in tokens
+    ) == [
+        ("conv-0", 0, 501, 250),
+        ("conv-0", 1, 500, 250),
+        ("conv-1", 0, 5, 2),
+        ("conv-1", 1, 5, 1),
+        ("conv-2", 0, 4, 0),
+        ("conv-2", 1, 3, 0),
+    ]
+    # --end-now: the last request arrived when the replay started; spacing kept (0.5 s).
+    last = max(parse_ts(e["ts"]) for e in tokens)
+    first = min(parse_ts(e["ts"]) for e in tokens)
+    assert started - timedelta(seconds=5) <= last <= datetime.now(UTC)
+    assert last - first == timedelta(microseconds=819410)  # 47.500000 - 46.680590
+
+    # The same trace again: the same event ids (the processor drops them as duplicates).
+    again = run_producer(args, env)
+    assert again.returncode == 0, again.stderr
+    ids = Counter(e["event_id"] for e in events_of(read_topic(kafka_bootstrap, topic)))
+    assert {ids[e["event_id"]] for e in tokens} == {2}
+
+
 def test_replay_speed_and_loops(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
     events = [_token(i) for i in range(11)]  # ts spans 1.0 s
     path = tmp_path / "events.jsonl"

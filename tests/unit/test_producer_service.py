@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from producers.exceptions import NoGpus
+from producers.exceptions import NoGpus, SettingsError
 from producers.kafka_sink import DeliveryStats
 from producers.replay import ReplayFile
 from producers.service import (
@@ -188,13 +188,75 @@ def test_rate_is_held_on_the_fake_clock() -> None:
     assert all(g == pytest.approx(0.04) for g in gaps)
 
 
-def test_tokens_are_attributed_to_the_readers_gpus_in_turn() -> None:
+def test_one_model_on_every_gpu_takes_the_gpus_in_turn() -> None:
+    # Default deployment: each GPU serves one model, round-robin over PRODUCER_MODELS; one
+    # model on three GPUs is three replicas, which take its requests in turn.
     clock = FakeClock()
     sink = MemorySink(clock)
-    run(sink, FakeReader(clock, gpus=3), RunOptions(count=9, seed=1), PRODUCER_RATE="max")
+    run(
+        sink,
+        FakeReader(clock, gpus=3),
+        RunOptions(count=9, seed=1),
+        PRODUCER_RATE="max",
+        PRODUCER_MODELS="m",
+    )
     tokens = [e for e in sink.events if e["schema"] == "token.usage.v1"]
     assert [e["gpu_index"] for e in tokens] == [0, 1, 2] * 3
     assert {e["host"] for e in tokens} == {HOST}
+
+
+def test_default_deployment_pins_one_model_per_gpu_round_robin() -> None:
+    clock = FakeClock()
+    sink = MemorySink(clock)
+    run(
+        sink,
+        FakeReader(clock, gpus=3),
+        RunOptions(count=200, seed=1),
+        PRODUCER_RATE="max",
+        PRODUCER_MODELS="a:1,b:1",
+    )
+    tokens = [e for e in sink.events if e["schema"] == "token.usage.v1"]
+    # GPU 0 -> a, GPU 1 -> b, GPU 2 -> a (wraps around).
+    assert {(e["gpu_index"], e["model"]) for e in tokens} == {(0, "a"), (1, "b"), (2, "a")}
+
+
+def test_tensor_parallel_request_is_one_event_per_gpu_of_its_group() -> None:
+    clock = FakeClock()
+    sink = MemorySink(clock)
+    run(
+        sink,
+        FakeReader(clock, gpus=3),
+        RunOptions(count=40, seed=3),
+        PRODUCER_RATE="max",
+        PRODUCER_MODELS="big:1,small:1",
+        PRODUCER_DEPLOYMENT="big=0,1;small=2",
+    )
+    tokens = [e for e in sink.events if e["schema"] == "token.usage.v1"]
+    by_request: dict[str, list[dict[str, Any]]] = {}
+    for e in tokens:
+        by_request.setdefault(e["request_id"], []).append(e)
+    shapes = {
+        (group[0]["model"], tuple(e["gpu_index"] for e in group)) for group in by_request.values()
+    }
+    assert shapes == {("big", (0, 1)), ("small", (2,))}
+    assert len({e["event_id"] for e in tokens}) == len(tokens)
+
+
+def test_deployment_that_does_not_fit_the_gpus_sends_nothing() -> None:
+    clock = FakeClock()
+    sink = MemorySink(clock)
+    with pytest.raises(SettingsError) as caught:
+        run(
+            sink,
+            FakeReader(clock, gpus=2),
+            RunOptions(count=5),
+            PRODUCER_DEPLOYMENT="a=0,1;b=1;c=7",
+        )
+    assert str(caught.value).splitlines() == [
+        "PRODUCER_DEPLOYMENT['b']: GPU 1 already serves 'a'",
+        "PRODUCER_DEPLOYMENT['c']: GPU 7 is not on this host (GPUs: 0, 1)",
+    ]
+    assert sink.events == []
 
 
 def test_seed_makes_the_traffic_reproducible() -> None:

@@ -22,6 +22,7 @@ SETTING_ENV = (
     "PRODUCER_GPU_INTERVAL_S",
     "GPU_SEED_FILE",
     "PRODUCER_MODELS",
+    "PRODUCER_DEPLOYMENT",
     "PRODUCER_COMPRESSION",
     "PRODUCER_LINGER_MS",
     "PRODUCER_DELIVERY_TIMEOUT_MS",
@@ -142,6 +143,14 @@ def test_kafka_config_is_idempotent_and_keyed_by_settings() -> None:
         ("PRODUCER_MODELS", ":2", "PRODUCER_MODELS key '': must not be empty"),
         ("PRODUCER_MODELS", "m" * 257, "PRODUCER_MODELS key 'mmmmm"),
         ("LOG_LEVEL", "chatty", "LOG_LEVEL: must be 'DEBUG'"),
+        (
+            "PRODUCER_DEPLOYMENT",
+            "=0;b=x;c",
+            "PRODUCER_DEPLOYMENT: '=0': empty model name; 'b=x': GPU index 'x' is not a number"
+            " >= 0; 'c': must be model=gpu_index[,gpu_index...]",
+        ),
+        ("PRODUCER_DEPLOYMENT", "a=1,1", "PRODUCER_DEPLOYMENT: 'a=1,1': lists a GPU twice"),
+        ("PRODUCER_DEPLOYMENT", " ; ", "PRODUCER_DEPLOYMENT: must list at least one model="),
     ],
 )
 def test_bad_environment_value_names_the_setting(
