@@ -13,19 +13,20 @@ __all__ = ["free_port", "port_free", "tcp_open", "wait_closed"]
 LOOPBACK = "127.0.0.1"
 
 
-def free_port(pair: bool = False, host: str = LOOPBACK) -> int:
+def free_port(pair: bool = False, host: str = LOOPBACK, span: int = 1) -> int:
     """A TCP port free on *host* right now; with *pair*, port+1 is free too (the local stack's
-    Kafka controller listens on the broker port + 1)."""
+    Kafka controller listens on the broker port + 1); with *span*, port..port+span-1 all are
+    (a 3-broker stack uses 6 consecutive ports)."""
+    count = max(span, 2 if pair else 1)
     for _ in range(200):
         with socket.socket() as sock:
             sock.bind((host, 0))
             port: int = sock.getsockname()[1]
-        if not pair:
+        if port + count > 65535:
+            continue
+        if all(port_free(port + i, host) for i in range(1, count)):
             return port
-        with socket.socket() as sock, contextlib.suppress(OSError):
-            sock.bind((host, port + 1))
-            return port
-    raise RuntimeError(f"no free port pair found on {host}")
+    raise RuntimeError(f"no {count} consecutive free ports found on {host}")
 
 
 def port_free(port: int, host: str = LOOPBACK) -> bool:

@@ -280,10 +280,11 @@ class PrivateStack:
     state_dir: Path
     kafka_listen: str
     mongo_listen: str
+    brokers: int = 1  # 3: a KRaft cluster on kafka_listen's port .. port+5
 
     @property
     def kafka_bootstrap(self) -> str:
-        return self.kafka_listen
+        return stack.kafka_bootstrap(self.kafka_listen, self.brokers)
 
     @property
     def mongo_url(self) -> str:
@@ -302,19 +303,24 @@ class PrivateStack:
             only=only,
             kafka_listen=self.kafka_listen,
             mongo_listen=self.mongo_listen,
+            brokers=self.brokers,
         )
 
-    def down(self, only: str | None = None) -> dict[stack.Server, str]:
+    def down(self, only: str | None = None) -> dict[str, str]:
         return stack.down(self.state_dir, only=only)
 
 
 @pytest.fixture
-def private_stack(tmp_path: Path) -> Iterator[PrivateStack]:
-    """A not-yet-started stack on free 127.0.0.1 ports; whatever it runs is stopped afterwards."""
+def private_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PrivateStack]:
+    """A not-yet-started stack on free 127.0.0.1 ports; whatever it runs is stopped afterwards.
+
+    ``@pytest.mark.parametrize("private_stack", [3], indirect=True)`` makes it a 3-broker one."""
+    brokers = int(getattr(request, "param", 1))
     handle = PrivateStack(
         state_dir=tmp_path / "stack",
-        kafka_listen=f"127.0.0.1:{free_port(pair=True)}",
+        kafka_listen=f"127.0.0.1:{free_port(pair=True, span=2 * brokers)}",
         mongo_listen=f"127.0.0.1:{free_port()}",
+        brokers=brokers,
     )
     yield handle
     handle.down()

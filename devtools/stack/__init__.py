@@ -31,7 +31,7 @@ from devtools.stack.config import (
 )
 from devtools.stack.errors import MissingToolError, StackError
 from devtools.stack.install import install_ferretdb, install_kafka, installed
-from devtools.stack.lifecycle import down, status, up
+from devtools.stack.lifecycle import down, kafka_bootstrap, status, up
 from devtools.stack.probes import answers, kafka_answers, kafka_metadata, mongo_answers, tcp_open
 from devtools.stack.supervise import running_pid
 from devtools.stack.topics import ensure_topics
@@ -53,6 +53,7 @@ __all__ = [
     "install_kafka",
     "installed",
     "kafka_answers",
+    "kafka_bootstrap",
     "kafka_metadata",
     "mongo_answers",
     "mongo_url",

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from devtools.stack.config import (
+    BROKER_COUNTS,
     DEFAULT_KAFKA_LISTEN,
     DEFAULT_MONGO_LISTEN,
     DEFAULT_STATE_DIR,
@@ -23,13 +24,18 @@ __all__ = ["main"]
 
 
 def _print_states(states: Mapping[Server, ServerState]) -> None:
-    for state in states.values():
+    rows = [row for state in states.values() for row in (state, *state.members)]
+    for state in rows:
         proc = f"pid {state.pid}" if state.pid else "-"
         run = "running" if state.running else "stopped"
         answer = "answering" if state.answering else "NOT answering"
         detail = f"  {state.detail}" if state.detail else ""
         log = f"  log {rel(state.log)}" if state.log else ""
-        say(f"{state.name:<6} {run:<8} {proc:<11} {state.address!s:<21} {answer}{detail}{log}")
+        name = state.name if state.node == 1 else f"{state.name}-{state.node}"
+        say(f"{name:<7} {run:<8} {proc:<11} {state.address!s:<21} {answer}{detail}{log}")
+    kafka = states.get("kafka")
+    if kafka is not None and kafka.members:
+        say(f"kafka bootstrap: {kafka.bootstrap}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,6 +86,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_common(p_up, suppress=True)
     p_up.add_argument("--no-topics", action="store_true", help="do not create the topics")
+    p_up.add_argument(
+        "--brokers",
+        type=int,
+        choices=BROKER_COUNTS,
+        default=1,
+        help="Kafka KRaft nodes: 3 runs a cluster on ports P..P+5 (brokers P, P+2, P+4; "
+        "controllers P+1, P+3, P+5), topics with replication factor 3, min.insync.replicas 2",
+    )
     p_status = sub.add_parser("status", help="show servers; exit 1 if one is not answering")
     add_common(p_status, suppress=True)
     p_down = sub.add_parser("down", help="stop exactly the processes `up` started")
@@ -98,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 mongo_listen=args.mongo_listen,
                 cache_dir=args.cache_dir,
                 create_topics=not getattr(args, "no_topics", False),
+                brokers=args.brokers,
             )
             _print_states(states)
             return 0

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
 from devtools.stack.errors import StackError
 
 __all__ = [
+    "BROKER_COUNTS",
     "DEFAULT_STATE_DIR",
     "KAFKA_VERSION",
     "REPO",
@@ -93,12 +94,23 @@ def selected(only: str | None) -> tuple[Server, ...]:
     return (only,)
 
 
+BROKER_COUNTS: Final = (1, 3)
+
+
+def check_brokers(brokers: int) -> int:
+    # 2 nodes would be a quorum that cannot lose either; RF 3 / min ISR 2 needs exactly 3.
+    if brokers not in BROKER_COUNTS:
+        raise StackError(f"--brokers must be 1 or 3, not {brokers}")
+    return brokers
+
+
 @dataclass(frozen=True)
 class StackConfig:
     state_dir: Path
     kafka_listen: Address
     mongo_listen: Address
     cache_dir: Path
+    brokers: int = 1  # Kafka KRaft nodes (1, or 3 for a cluster with RF 3 / min ISR 2)
 
     @classmethod
     def make(
@@ -108,6 +120,7 @@ class StackConfig:
         kafka_listen: Address | str | None = None,
         mongo_listen: Address | str | None = None,
         cache_dir: Path | str | None = None,
+        brokers: int = 1,
     ) -> StackConfig:
         def addr(value: Address | str | None, default: Address) -> Address:
             if value is None:
@@ -119,13 +132,15 @@ class StackConfig:
             kafka_listen=addr(kafka_listen, default_kafka_listen()),
             mongo_listen=addr(mongo_listen, default_mongo_listen()),
             cache_dir=Path(cache_dir).absolute() if cache_dir else default_cache_dir().absolute(),
+            brokers=check_brokers(brokers),
         )
 
     def listen(self, server: Server) -> Address:
         return self.kafka_listen if server == "kafka" else self.mongo_listen
 
-    def log_path(self, server: Server) -> Path:
-        return self.state_dir / f"{server}.log"
+    def log_path(self, unit: str) -> Path:
+        """Log of *unit*: a server name, or a Kafka node's ("kafka-2")."""
+        return self.state_dir / f"{unit}.log"
 
 
 @dataclass
@@ -140,6 +155,9 @@ class ServerState:
     started_now: bool = False
     detail: str = ""
     log: Path | None = None
+    node: int = 1  # the Kafka KRaft node this state describes (1 for FerretDB)
+    members: list[ServerState] = field(default_factory=list)  # Kafka nodes 2.. of a cluster
+    bootstrap: str = ""  # every broker address, comma-separated (Kafka only)
 
     @property
     def ok(self) -> bool:

@@ -13,11 +13,24 @@ from devtools.stack.config import REPO, Address, Server, StackConfig
 from devtools.stack.console import rel, say, write_atomic
 from devtools.stack.errors import StackError
 
-__all__ = ["kafka_command", "mongo_command", "new_cluster_id", "server_ports"]
+__all__ = [
+    "MIN_ISR_CLUSTER",
+    "kafka_command",
+    "kafka_node_address",
+    "kafka_unit",
+    "mongo_command",
+    "new_cluster_id",
+    "server_ports",
+]
+
+# With three brokers one may be lost while acks=all writes still succeed (RF 3, min ISR 2).
+MIN_ISR_CLUSTER: Final = 2
 
 KAFKA_LOG4J: Final = REPO / "scripts" / "kafka" / "log4j.properties"
 # The broker of a dev stack holds little data; 384 MiB keeps it next to the tests on 2 cores.
 KAFKA_HEAP: Final = ("-Xmx384m", "-Xms128m")
+# Three JVMs share the same 2 cores: 256 MiB each (768 MiB in all) is plenty for test traffic.
+KAFKA_CLUSTER_HEAP: Final = ("-Xmx256m", "-Xms96m")
 # Formatting the storage is a short-lived JVM; its own first start on a cold disk takes ~20 s.
 FORMAT_TIMEOUT_S: Final = 180
 
@@ -25,6 +38,19 @@ FORMAT_TIMEOUT_S: Final = 180
 def server_ports(server: Server, address: Address) -> list[Address]:
     """Every address *server* listens on: Kafka's KRaft controller takes the broker port + 1."""
     return [address, address.next_port()] if server == "kafka" else [address]
+
+
+def kafka_node_address(listen: Address, node: int) -> Address:
+    """Broker address of KRaft node *node* (1-based): node n takes P + 2(n-1), its controller
+    the port after it, so node 1 keeps today's "controller = broker port + 1" and a 3-node
+    cluster uses P..P+5 (brokers P, P+2, P+4; controllers P+1, P+3, P+5)."""
+    return Address(listen.host, listen.port + 2 * (node - 1))
+
+
+def kafka_unit(node: int) -> str:
+    """Name of node *node*'s PID/meta/log files and home dir: node 1 keeps the plain "kafka"
+    a single-broker stack always used, so existing state dirs and tools still find it."""
+    return "kafka" if node == 1 else f"kafka-{node}"
 
 
 def new_cluster_id() -> str:
@@ -35,13 +61,20 @@ def new_cluster_id() -> str:
             return cid
 
 
-def _kafka_properties(cfg: StackConfig, data_dir: Path) -> str:
-    broker = cfg.kafka_listen
+def _kafka_properties(cfg: StackConfig, data_dir: Path, node: int) -> str:
+    broker = kafka_node_address(cfg.kafka_listen, node)
     controller = broker.next_port()
+    n = cfg.brokers
+    rf = str(n)
+    # A single broker cannot keep 2 in sync; three tolerate the loss of one (RF 3, min ISR 2).
+    min_isr = str(MIN_ISR_CLUSTER if n >= 3 else 1)
+    voters = ",".join(
+        f"{i}@{kafka_node_address(cfg.kafka_listen, i).next_port()}" for i in range(1, n + 1)
+    )
     lines = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@{controller}",
+        "node.id": str(node),
+        "controller.quorum.voters": voters,
         "listeners": f"PLAINTEXT://{broker},CONTROLLER://{controller}",
         "advertised.listeners": f"PLAINTEXT://{broker}",
         "controller.listener.names": "CONTROLLER",
@@ -49,12 +82,12 @@ def _kafka_properties(cfg: StackConfig, data_dir: Path) -> str:
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         "log.dirs": str(data_dir),
         "num.partitions": "1",
-        "default.replication.factor": "1",
-        "min.insync.replicas": "1",
-        "offsets.topic.replication.factor": "1",
+        "default.replication.factor": rf,
+        "min.insync.replicas": min_isr,
+        "offsets.topic.replication.factor": rf,
         "offsets.topic.num.partitions": "12",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.replication.factor": rf,
+        "transaction.state.log.min.isr": min_isr,
         "group.initial.rebalance.delay.ms": "0",
         "auto.create.topics.enable": "false",
         "delete.topic.enable": "true",
@@ -83,15 +116,17 @@ def _kafka_java_cmd(java: str, libs: Path, main: str, *args: str, heap: Sequence
     ]
 
 
-def kafka_command(cfg: StackConfig, java: str, libs: Path) -> list[str]:
-    """Write server.properties, format the KRaft storage on first use; the broker's command."""
-    home = cfg.state_dir / "kafka"
+def kafka_command(cfg: StackConfig, java: str, libs: Path, node: int = 1) -> list[str]:
+    """Write node *node*'s server.properties, format its KRaft storage on first use; its command."""
+    home = cfg.state_dir / kafka_unit(node)
     data = home / "data"
     data.mkdir(parents=True, exist_ok=True)
     props = home / "server.properties"
-    write_atomic(props, _kafka_properties(cfg, data))
+    write_atomic(props, _kafka_properties(cfg, data, node))
     if not (data / "meta.properties").exists():
-        id_file = home / "cluster.id"
+        # One cluster id for all nodes (KRaft refuses a quorum of differently formatted logs).
+        id_file = cfg.state_dir / "kafka" / "cluster.id"
+        id_file.parent.mkdir(parents=True, exist_ok=True)
         if not id_file.exists():
             id_file.write_text(new_cluster_id() + "\n")
         cluster_id = id_file.read_text().strip()
@@ -115,8 +150,9 @@ def kafka_command(cfg: StackConfig, java: str, libs: Path) -> list[str]:
                 f"kafka.tools.StorageTool format failed (exit {out.returncode}):\n"
                 f"{out.stdout}{out.stderr}"
             )
-        say(f"kafka: formatted KRaft storage in {rel(data)} (cluster id {cluster_id})")
-    return _kafka_java_cmd(java, libs, "kafka.Kafka", str(props), heap=KAFKA_HEAP)
+        say(f"{kafka_unit(node)}: formatted KRaft storage in {rel(data)} (cluster id {cluster_id})")
+    heap = KAFKA_HEAP if cfg.brokers == 1 else KAFKA_CLUSTER_HEAP
+    return _kafka_java_cmd(java, libs, "kafka.Kafka", str(props), heap=heap)
 
 
 def mongo_command(cfg: StackConfig, binary: Path) -> list[str]:

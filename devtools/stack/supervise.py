@@ -62,15 +62,15 @@ class ServerProcess:
         return self.id.runs(self.cmdline)
 
 
-def _pid_path(state_dir: Path, server: Server) -> Path:
+def _pid_path(state_dir: Path, server: str) -> Path:
     return state_dir / f"{server}.pid"
 
 
-def _meta_path(state_dir: Path, server: Server) -> Path:
+def _meta_path(state_dir: Path, server: str) -> Path:
     return state_dir / f"{server}.meta.json"
 
 
-def read_server(state_dir: Path, server: Server) -> ServerProcess | None:
+def read_server(state_dir: Path, server: str) -> ServerProcess | None:
     """What the PID files of *server* say (None if missing, unreadable or inconsistent)."""
     try:
         raw = json.loads(_meta_path(state_dir, server).read_text())
@@ -86,32 +86,42 @@ def read_server(state_dir: Path, server: Server) -> ServerProcess | None:
     return recorded if recorded.pid == pid else None
 
 
-def has_pid_files(state_dir: Path, server: Server) -> bool:
+def has_pid_files(state_dir: Path, server: str) -> bool:
     return _pid_path(state_dir, server).exists() or _meta_path(state_dir, server).exists()
 
 
-def remove_pid_files(state_dir: Path, server: Server) -> None:
+def remove_pid_files(state_dir: Path, server: str) -> None:
     for path in (_pid_path(state_dir, server), _meta_path(state_dir, server)):
         path.unlink(missing_ok=True)
 
 
-def running_pid(state_dir: Path | str, server: Server) -> int | None:
+def running_pid(state_dir: Path | str, server: str) -> int | None:
     """PID of *server* if this state dir started it and it still runs, else None."""
     recorded = read_server(Path(state_dir).absolute(), server)
     return recorded.pid if recorded is not None and recorded.is_ours() else None
 
 
-def start_server(cfg: StackConfig, server: Server, cmd: list[str], cwd: Path) -> ServerProcess:
-    """Start *server* in its own session (it outlives this command) and record it."""
-    log_path = cfg.log_path(server)
+def start_server(
+    cfg: StackConfig,
+    server: Server,
+    cmd: list[str],
+    cwd: Path,
+    *,
+    unit: str | None = None,
+    address: Address | None = None,
+) -> ServerProcess:
+    """Start *server* in its own session (it outlives this command) and record it under *unit*
+    (a Kafka node's name, "kafka-2"; the server's name by default)."""
+    unit = unit or server
+    log_path = cfg.log_path(unit)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     started = processes.spawn(
         cmd,
         log=log_path,
         cwd=cwd,
-        banner=f"{START_MARK}{stamp} stack.py starting {server}: {' '.join(cmd)}",
+        banner=f"{START_MARK}{stamp} stack.py starting {unit}: {' '.join(cmd)}",
     )
-    recorded = ServerProcess(started.id, started.cmdline, cfg.listen(server), stamp)
+    recorded = ServerProcess(started.id, started.cmdline, address or cfg.listen(server), stamp)
     meta = {
         "pid": started.pid,
         "starttime": started.id.starttime,
@@ -120,8 +130,8 @@ def start_server(cfg: StackConfig, server: Server, cmd: list[str], cwd: Path) ->
         "started_at": stamp,
         "log": str(log_path),
     }
-    write_atomic(_meta_path(cfg.state_dir, server), json.dumps(meta, indent=2) + "\n")
-    write_atomic(_pid_path(cfg.state_dir, server), f"{started.pid}\n")
+    write_atomic(_meta_path(cfg.state_dir, unit), json.dumps(meta, indent=2) + "\n")
+    write_atomic(_pid_path(cfg.state_dir, unit), f"{started.pid}\n")
     return recorded
 
 
@@ -132,6 +142,7 @@ def stop_server(
     *,
     signalled: bool = False,
     quiet: bool = False,
+    unit: str | None = None,
 ) -> str:
     """Stop a server we started (SIGTERM, SIGKILL after a bound), remove its PID files and wait
     until its ports close. Returns what happened."""
@@ -141,8 +152,8 @@ def stop_server(
             recorded.id, grace_s=grace, cmdline=recorded.cmdline, signalled=signalled
         )
     except processes.ProcessError as exc:
-        raise StackError(f"{server}: {exc}") from None
-    remove_pid_files(cfg.state_dir, server)
+        raise StackError(f"{unit or server}: {exc}") from None
+    remove_pid_files(cfg.state_dir, unit or server)
     addresses = [(a.host, a.port) for a in server_ports(server, recorded.address)]
     busy = wait_closed(addresses, PORT_RELEASE_TIMEOUT_S)
     if busy and not quiet:
@@ -151,14 +162,20 @@ def stop_server(
     return how
 
 
-def wait_ready(cfg: StackConfig, server: Server, recorded: ServerProcess, timeout: float) -> float:
+def wait_ready(
+    cfg: StackConfig,
+    server: Server,
+    recorded: ServerProcess,
+    timeout: float,
+    unit: str | None = None,
+) -> float:
     """Ask the server until it answers; error with its log if it dies or the deadline passes.
 
     Returns the seconds it took.
     """
     start = time.monotonic()
     deadline = start + timeout
-    log = cfg.log_path(server)
+    log = cfg.log_path(unit or server)
 
     def answering() -> bool:
         if not recorded.is_ours():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.cimpl import NewTopic
@@ -13,7 +13,7 @@ from devtools.stack.errors import StackError
 from devtools.stack.probes import admin_client
 from devtools.waiting import WaitTimeout, wait_for
 
-__all__ = ["ensure_topics"]
+__all__ = ["ensure_topics", "wait_replicated"]
 
 
 def ensure_topics(
@@ -21,17 +21,24 @@ def ensure_topics(
     topics: Mapping[str, int] | None = None,
     *,
     replication_factor: int = 1,
+    config: Mapping[str, str] | None = None,
     timeout: float = 30.0,
 ) -> dict[str, str]:
     """Create *topics* ({name: partitions}) if missing; returns {name: "created"|"exists"}.
 
-    Idempotent: TOPIC_ALREADY_EXISTS is success. Waits until the metadata shows every topic.
+    *config* is topic configuration (e.g. min.insync.replicas). Idempotent: TOPIC_ALREADY_EXISTS
+    is success (an existing topic keeps its settings). Waits until the metadata shows every topic.
     """
     wanted = dict(topics) if topics is not None else topic_names()
     admin = admin_client(bootstrap, timeout)
     futures = admin.create_topics(
         [
-            NewTopic(name, num_partitions=n, replication_factor=replication_factor)
+            NewTopic(
+                name,
+                num_partitions=n,
+                replication_factor=replication_factor,
+                config=dict(config or {}),
+            )
             for name, n in wanted.items()
         ],
         operation_timeout=timeout,
@@ -63,3 +70,29 @@ def ensure_topics(
         if partitions[name] != expected:
             say(f"kafka: warning: topic {name!r} has {partitions[name]} partitions, not {expected}")
     return result
+
+
+def wait_replicated(bootstrap: str, topics: Sequence[str], brokers: int, timeout: float) -> None:
+    """Wait until the cluster shows *brokers* brokers and every partition of *topics* has a
+    leader and all *brokers* replicas in sync (what "ready" means for a replicated cluster)."""
+    admin = admin_client(bootstrap, timeout)
+
+    def replicated() -> bool:
+        metadata = admin.list_topics(timeout=min(timeout, 5.0))
+        if len(metadata.brokers) < brokers:
+            return False
+        for name in topics:  # none: only the broker count is awaited
+            topic = metadata.topics.get(name)
+            if topic is None or topic.error or not topic.partitions:
+                return False
+            for partition in topic.partitions.values():
+                if partition.leader < 0 or len(partition.isrs) < brokers:
+                    return False
+        return True
+
+    try:
+        wait_for(
+            f"{brokers} brokers and full ISRs of {list(topics)} in {bootstrap}", replicated, timeout
+        )
+    except WaitTimeout as exc:
+        raise StackError(str(exc)) from None

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from functools import cache
@@ -34,8 +35,11 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "compose"
 ENV_EXAMPLE = COMPOSE / ".env.example"
+# Three Kafka VMs instead of vm1; rendered with the cluster block of the example set.
+CLUSTER_FILE = "vm1-kafka-cluster.yml"
 COMPOSE_FILES = (
     "vm1-kafka.yml",
+    CLUSTER_FILE,
     "vm2-mongo.yml",
     "vm3-processor.yml",
     "vm4-producers.yml",
@@ -65,9 +69,33 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp", **extra}
 
 
+CLUSTER_IPS = {1: "10.10.0.11", 2: "10.10.0.21", 3: "10.10.0.22"}
+
+
+def cluster_env_text(node: int) -> str:
+    """The env example with its (commented) three-Kafka-VM block set, as Kafka VM *node* has it."""
+    lines = [
+        f"KAFKA_NODE_ID={node}",
+        f"KAFKA_NODE_IP={CLUSTER_IPS[node]}",
+        *(f"KAFKA_{n}_PRIVATE_IP={ip}" for n, ip in CLUSTER_IPS.items()),
+        "KAFKA_EXTRA_BOOTSTRAP=,10.10.0.21:9092,10.10.0.22:9092",
+    ]
+    return ENV_EXAMPLE.read_text() + "\n".join(lines) + "\n"
+
+
+@cache
+def cluster_env_file() -> Path:
+    # The cluster file needs values the example leaves commented (they differ per Kafka VM).
+    path = Path(tempfile.mkdtemp(prefix="compose-cluster-")) / "node1.env"
+    path.write_text(cluster_env_text(1))
+    return path
+
+
 def compose(
-    file: str, *args: str, env_file: Path = ENV_EXAMPLE
+    file: str, *args: str, env_file: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
+    if env_file is None:
+        env_file = cluster_env_file() if file == CLUSTER_FILE else ENV_EXAMPLE
     return subprocess.run(
         [tool("docker-compose"), "-f", str(COMPOSE / file), "--env-file", str(env_file), *args],
         capture_output=True,
@@ -217,6 +245,30 @@ def test_multi_host_files_point_at_the_private_addresses() -> None:
     assert services("vm1-kafka.yml")["kafka"]["ports"] == [f"{kafka}:9092/tcp"]
     mongo_ports = services("vm2-mongo.yml")["mongo"]["ports"]
     assert mongo_ports == [f"{ips['MONGO_PRIVATE_IP']}:27017:27017/tcp"]
+
+
+@pytest.mark.parametrize("node", [1, 2, 3])
+def test_kafka_cluster_variant_renders_each_node(node: int, tmp_path: Path) -> None:
+    env = tmp_path / f"node{node}.env"
+    env.write_text(cluster_env_text(node))
+    done = compose("vm1-kafka-cluster.yml", "config", env_file=env)
+    assert done.returncode == 0, done.stderr
+    kafka = yaml_to_json(done.stdout)["services"]["kafka"]
+    environment = kafka["environment"]
+    assert str(environment["KAFKA_NODE_ID"]) == str(node)
+    voters = "1@10.10.0.11:9093,2@10.10.0.21:9093,3@10.10.0.22:9093"
+    assert environment["KAFKA_CONTROLLER_QUORUM_VOTERS"] == voters
+    assert str(environment["KAFKA_MIN_INSYNC_REPLICAS"]) == "2"
+    assert str(environment["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == "3"
+    # Same image as the single-node file: one Kafka version in the whole deployment.
+    assert kafka["image"] == services("vm1-kafka.yml")["kafka"]["image"]
+    init = yaml_to_json(done.stdout)["services"]["kafka-init"]
+    assert "--replication-factor 3" in " ".join(init["command"])
+    # The processor and producers bootstrap from all three brokers.
+    done = compose("vm3-processor.yml", "config", env_file=env)
+    assert done.returncode == 0, done.stderr
+    bootstrap = yaml_to_json(done.stdout)["services"]["processor"]["environment"]
+    assert bootstrap["KAFKA_BOOTSTRAP"] == "10.10.0.11:9092,10.10.0.21:9092,10.10.0.22:9092"
 
 
 def test_processor_port_is_bound_to_processor_bind_addr(tmp_path: Path) -> None:
