@@ -923,7 +923,9 @@ def record(results: dict[str, Any], args: argparse.Namespace) -> None:
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()};"
         " Kafka 3.9.1 (KRaft, one node) and FerretDB 1.24.2 (SQLite) on loopback, "
-        f"all on the same machine. Command: `python scripts/bench.py {' '.join(args.argv)}`.",
+        f"all on the same machine. Command: `python scripts/bench.py {' '.join(args.argv)}`. "
+        f"Load average (1 min) {args.load_at_start:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end: anything else running shares the cores.",
         "",
         "| measure | ours | baseline | ratio | goal |",
         "| --- | --- | --- | --- | --- |",
@@ -1062,6 +1064,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.argv = argv if argv is not None else sys.argv[1:]
+    args.load_at_start = os.getloadavg()[0]
     wanted = set(args.only.split(","))
     if wanted - set(PHASES):
         parser.error(f"unknown phase(s) {sorted(wanted - set(PHASES))}; phases: {PHASES}")
