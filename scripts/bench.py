@@ -689,6 +689,7 @@ class Bench:
         wait_for("the hostile backlog drained", lambda: done() >= n, 900, every_s=0.5)
         samples.stop()
         lettered_metric = _metric_sum(url, "pipeline_events_dead_lettered_total")
+        batches = _metric_sum(url, "pipeline_batch_size_count")
         processes.stop(proc.id, grace_s=PROCESSOR_STOP_S)
         # Rate on the stored documents' stamps (first batch to last), as in the drain; hostile
         # messages are spread evenly, so messages/s = good events/s x n / good.
@@ -715,6 +716,7 @@ class Bench:
             "rss_peak_mib": samples.rss_peak / 2**20,
             "rss_end_mib": samples.rss_last / 2**20,
             "msg_s": msg_s,
+            "batches": batches,
             "stored": len(stored),
             "good": len(good),
             "dead_lettered": len(letters),
@@ -723,7 +725,8 @@ class Bench:
         }
         log(
             f"      [{label}] peak RSS {run['rss_peak_mib']:.0f} MiB (at the end "
-            f"{run['rss_end_mib']:.0f}), {msg_s:,.0f} msg/s; stored {len(stored):,} of "
+            f"{run['rss_end_mib']:.0f}), {msg_s:,.0f} msg/s, {batches:,.0f} batches (mean "
+            f"{n / max(batches, 1):,.0f}); stored {len(stored):,} of "
             f"{len(good):,} good, dead-lettered {len(letters):,} of {len(hostile):,} hostile "
             f"(metric {lettered_metric:,.0f}): {'ok' if run['ok'] else 'WRONG'}"
         )
@@ -992,7 +995,8 @@ def record(results: dict[str, Any], args: argparse.Namespace) -> None:
             lines.append(
                 f"| hostile drain: {h['messages']:,} messages ({h['mib']:.0f} MiB), "
                 f"{h['hostile']:,} hostile ({h['big']:,} of 60-96 KiB), {run['settings']} | "
-                f"peak RSS {run['rss_peak_mib']:.0f} MiB, {run['msg_s']:,.0f} msg/s | - | - | "
+                f"peak RSS {run['rss_peak_mib']:.0f} MiB, {run['msg_s']:,.0f} msg/s, mean batch "
+                f"{h['messages'] / max(run['batches'], 1):,.0f} | - | - | "
                 f"stored {run['stored']:,}/{run['good']:,}, dead-lettered "
                 f"{run['dead_lettered']:,}/{run['hostile']:,} |"
             )
