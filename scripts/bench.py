@@ -21,6 +21,7 @@ import hashlib
 import os
 import platform
 import random
+import shlex
 import statistics
 import subprocess
 import sys
@@ -918,6 +919,17 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def _shown(argv: list[str]) -> str:
+    """The command line as a shell would take it; --note's text is under the table already."""
+    shown = list(argv)
+    for i, arg in enumerate(shown):
+        if arg == "--note" and i + 1 < len(shown):
+            shown[i + 1] = "..."
+        elif arg.startswith("--note="):
+            shown[i] = "--note=..."
+    return shlex.join(shown)
+
+
 def record(results: dict[str, Any], args: argparse.Namespace) -> None:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -926,7 +938,7 @@ def record(results: dict[str, Any], args: argparse.Namespace) -> None:
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()};"
         " Kafka 3.9.1 (KRaft, one node) and FerretDB 1.24.2 (SQLite) on loopback, "
-        f"all on the same machine. Command: `python scripts/bench.py {' '.join(args.argv)}`. "
+        f"all on the same machine. Command: `python scripts/bench.py {_shown(args.argv)}`. "
         f"Load average (1 min) {args.load_at_start:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end: anything else running shares the cores.",
         "",
