@@ -135,7 +135,11 @@ class ProcessorSettings(ServiceSettings):
         65536, gt=0, description="Larger Kafka values go to the dead-letter topic."
     )
     consume_queue_max_kb: int = Field(
-        65536,
+        # Peak RSS ~ 105 MiB + 1.5 x this (in MiB) + ~30 KiB x CONSUME_BATCH_SIZE under a
+        # backlog (make bench, hostile drain): 64 MiB peaked at 224-249 MiB with 5,000
+        # oversize/invalid messages in 50,000, 16 MiB at 150-161 MiB; a 16 MiB prefetch still
+        # holds tens of thousands of ordinary events, more than a batch needs.
+        16384,
         ge=1024,
         le=2_097_151,
         description="librdkafka's prefetch queue (queued.max.messages.kbytes): with the batch "
