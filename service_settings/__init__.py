@@ -99,7 +99,8 @@ class _SecretFiles(PydanticBaseSettingsSource):
     """``<NAME>_FILE`` for every secret field: the file's content, or why there is none."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        raise NotImplementedError  # __call__ reads every field at once
+        # Abstract in the base class, never called: __call__ below reads every field at once.
+        raise NotImplementedError
 
     def __call__(self) -> dict[str, Any]:
         cls = self.settings_cls
