@@ -99,21 +99,20 @@ class _SecretFiles(PydanticBaseSettingsSource):
     """``<NAME>_FILE`` for every secret field: the file's content, or why there is none."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        # Abstract in the base class, never called: __call__ below reads every field at once.
-        raise NotImplementedError
+        """``(content of <NAME>_FILE or a problem, env name, False)``; None when unset."""
+        var = env_name(self.settings_cls, field_name)
+        environ = {k.upper(): v for k, v in os.environ.items() if v.strip()}
+        path = environ.get(var + FILE_SUFFIX)
+        if not _is_secret(field) or path is None:
+            return None, var, False
+        return self._read(var, path.strip(), both=var in environ), var, False
 
     def __call__(self) -> dict[str, Any]:
-        cls = self.settings_cls
-        environ = {k.upper(): v for k, v in os.environ.items() if v.strip()}
         found: dict[str, Any] = {}
-        for name, field in cls.model_fields.items():
-            if not _is_secret(field):
-                continue
-            var = env_name(cls, name)
-            path = environ.get(var + FILE_SUFFIX)
-            if path is None:
-                continue
-            found[name] = self._read(var, path.strip(), both=var in environ)
+        for name, field in self.settings_cls.model_fields.items():
+            value, _var, _complex = self.get_field_value(field, name)
+            if value is not None:
+                found[name] = value
         return found
 
     @staticmethod
