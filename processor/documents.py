@@ -37,7 +37,7 @@ _GPU_FIELDS: Final = (
 )  # fmt: skip
 _TOKEN_FIELDS: Final = (
     "host", "gpu_uuid", "gpu_index", "model", "input_tokens", "output_tokens", "latency_ms",
-    "request_id", "ttft_ms", "cache_read_input_tokens", "status",
+    "request_id", "ttft_ms", "cache_read_input_tokens", "status", "tenant", "user",
 )  # fmt: skip
 
 

@@ -78,9 +78,19 @@ def test_valid_examples_pass() -> None:
     assert validation_errors(gpu()) == []
 
 
+@pytest.mark.parametrize("tenant", ["acme", "team-search", "org/ml.platform", "a", "t" * 128])
+def test_tenant_values_within_the_charset_are_accepted(tenant: str) -> None:
+    assert validation_errors(token(tenant=tenant, user="svc:batch+1")) == []
+
+
 def test_every_optional_field_is_accepted() -> None:
     full_token = token(
-        request_id="req-42", ttft_ms=120.0, cache_read_input_tokens=512, status="timeout"
+        request_id="req-42",
+        ttft_ms=120.0,
+        cache_read_input_tokens=512,
+        status="timeout",
+        tenant="team-search",
+        user="alice@example.com",
     )
     full_gpu = gpu(
         power_limit_w=400,
@@ -124,6 +134,14 @@ def test_gpu_required_fields(field: str) -> None:
         ({"ts": "yesterday"}, "ts"),
         ({"ts": "2026-13-45T99:00:00Z"}, "ts"),
         ({"status": "weird"}, "status"),
+        ({"tenant": ""}, "tenant"),
+        ({"tenant": "(unattributed)"}, "tenant"),
+        ({"tenant": "team a"}, "tenant"),
+        ({"tenant": "t" * 129}, "tenant"),
+        ({"tenant": "ctl\u0007"}, "tenant"),
+        ({"tenant": 7}, "tenant"),
+        ({"user": "u" * 257}, "user"),
+        ({"user": "-leading-dash"}, "user"),
         ({"prompt_token": 3}, "prompt_token"),
     ],
 )
