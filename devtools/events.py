@@ -25,8 +25,10 @@ def token_event(
     latency_ms: float = 500.0,
     gpu_index: int = 0,
     base: datetime = T0,
+    tenant: str | None = None,
 ) -> dict[str, Any]:
     return {
+        **({} if tenant is None else {"tenant": tenant}),
         "schema": "token.usage.v1",
         "event_id": event_id or str(uuid.uuid4()),
         "ts": ts(at_s, base),
@@ -49,6 +51,7 @@ def gpu_event(
     price_per_hour_usd: float | None = None,
     gpu_index: int = 0,
     base: datetime = T0,
+    energy_total_mj: int | None = None,
 ) -> dict[str, Any]:
     event: dict[str, Any] = {
         "schema": "gpu.metrics.v1",
@@ -69,4 +72,6 @@ def gpu_event(
     }
     if price_per_hour_usd is not None:
         event["price_per_hour_usd"] = price_per_hour_usd
+    if energy_total_mj is not None:
+        event["energy_total_mj"] = energy_total_mj
     return event

@@ -91,7 +91,9 @@ class PipelineLoop:
             window_s=settings.cost_window_s,
             lateness_s=settings.cost_lateness_s,
         )
-        self._pricer = Pricer(model, max_message_bytes=settings.max_message_bytes)
+        self._pricer = Pricer(
+            model, settings.output_weights(), max_message_bytes=settings.max_message_bytes
+        )
         self._offsets = Offsets(settings.kafka_topic)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -1,23 +1,30 @@
 """The cost model: what one token costs on one GPU (pure, no I/O — see docs/cost-model.md).
 
-Per token event ``e`` on GPU ``g`` with a trailing event-time window ``W``::
+Per token event ``e`` on GPU ``g`` with a trailing event-time window ``W`` and the output weight
+``k`` of e's model (an output token costs ``k`` input tokens)::
 
-    tokens(e)         = input_tokens + output_tokens
-    tps(e)            = tokens of g's events with ts in (e.ts - W, e.ts] seen up to e  /  W
-    cost_per_token(e) = (price_per_hour_usd / 3600) / tps(e)
-    cost_usd(e)       = cost_per_token(e) * tokens(e)
+    weighted(e)             = input_tokens + k * output_tokens
+    weighted_tps(e)         = weighted tokens of g's events, ts in (e.ts - W, e.ts], seen by e / W
+    cost_per_input_token(e) = (price_per_hour_usd / 3600) / weighted_tps(e)
+    input_cost_usd(e)       = cost_per_input_token(e) * input_tokens
+    output_cost_usd(e)      = cost_per_input_token(e) * k * output_tokens
+    cost_usd(e)             = cost_per_input_token(e) * weighted(e)
 
-Timestamps are integer microseconds (exact window edges), token sums are Python ints (exact);
-only the last two divisions are floats. State per GPU is bounded by the lateness allowance
+Timestamps are integer microseconds (exact window edges); weighted tokens are Python ints in
+thousandths (``k`` has at most three decimals), so window sums are exact; only the last
+divisions are floats. State per GPU is bounded by the lateness allowance
 ``L``: with ``M`` the newest timestamp seen for the GPU, an entry is retained while
 ``ts > M - W - L`` and a window never reaches below that floor, so results do not depend on
 when eviction runs and a state rebuilt from stored documents equals the live one.
 
     >>> model = CostModel(PriceBook(0.85))
-    >>> model.on_gpu_metrics("h1/GPU-1", "NVIDIA A100-SXM4-40GB", 3.6, event_id="r1", ts_us=0)
+    >>> model.on_gpu_metrics("h1/GPU-1", "NVIDIA A100-SXM4-40GB", 3.6, event_id="r1", ts_us=0).price
     (3.6, 'event')
     >>> model.on_token_usage("h1/GPU-1", "e1", 60_000_000, 6_000).tps
     100.0
+    >>> c = model.on_token_usage("h1/GPU-1", "e2", 61_000_000, 100, 50, output_weight=4.0)
+    >>> c.weighted_tokens, c.input_cost_usd < c.output_cost_usd
+    (300.0, True)
 """
 
 from __future__ import annotations
@@ -28,7 +35,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["CostModel", "PriceBook", "TokenCost", "cost_per_token"]
+__all__ = [
+    "CostModel",
+    "OutputWeights",
+    "PriceBook",
+    "ReadingPrice",
+    "TokenCost",
+    "cost_per_token",
+    "weight_milli",
+]
 
 US_PER_S: Final = 1_000_000
 SECONDS_PER_HOUR: Final = 3600.0
@@ -40,16 +55,90 @@ PRICE_SOURCES: Final[tuple[str, ...]] = ("event", "price_map", "default")
 _COMPACT_MIN: Final = 1024
 
 
+# Output weights have at most this many decimals: weighted tokens are exact integers in 1/1000.
+_WEIGHT_SCALE: Final = 1000
+MAX_OUTPUT_WEIGHT: Final = 1000.0
+
+
 @dataclass(frozen=True, slots=True)
 class TokenCost:
-    """The cost of one token event, as stored on its document."""
+    """The cost of one token event (throughput model), as stored on its document."""
 
-    tokens: int
-    tps: float  # tokens per second in the window
+    tokens: int  # input + output, as counted
+    tps: float  # tokens (input + output) per second in the window
     price_per_hour_usd: float
     price_source: str  # "event" | "price_map" | "default"
-    cost_per_token: float | None
+    cost_per_token: float | None  # cost_usd / tokens; None without tokens or throughput
     cost_usd: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    output_weight: float = 1.0  # k: one output token costs k input tokens
+    weighted_tokens: float = 0.0  # input + k * output
+    weighted_tps: float = 0.0  # weighted tokens per second in the window
+    cost_per_input_token: float | None = None  # None when weighted_tps == 0
+    input_cost_usd: float = 0.0
+    output_cost_usd: float = 0.0
+
+    @property
+    def cost_per_output_token(self) -> float | None:
+        p = self.cost_per_input_token
+        return None if p is None else p * self.output_weight
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingPrice:
+    """What the cost model made of one gpu.metrics reading."""
+
+    price_per_hour_usd: float
+    price_source: str
+    # Energy the GPU's counter says it used since its previous reading (joules), and over how
+    # long; None unless this reading and the GPU's latest one both carry the counter, this one
+    # is newer, and the counter did not go backwards (a driver reset).
+    energy_delta_j: float | None = None
+    energy_interval_s: float | None = None
+
+    @property
+    def price(self) -> tuple[float, str]:
+        """``(price_per_hour_usd, price_source)``."""
+        return self.price_per_hour_usd, self.price_source
+
+
+def weight_milli(output_weight: float) -> int:
+    """``k`` in thousandths, exactly; ValueError unless 0 < k <= 1000 with <= 3 decimals."""
+    if isinstance(output_weight, bool) or not isinstance(output_weight, int | float):
+        raise ValueError(f"an output weight must be a number, got {type(output_weight).__name__}")
+    if not math.isfinite(output_weight) or not 0 < output_weight <= MAX_OUTPUT_WEIGHT:
+        raise ValueError(
+            f"an output weight must be in (0, {MAX_OUTPUT_WEIGHT:g}], got {output_weight!r}"
+        )
+    milli = round(output_weight * _WEIGHT_SCALE)
+    if abs(milli - output_weight * _WEIGHT_SCALE) > 1e-6 or milli == 0:
+        raise ValueError(f"an output weight has at most 3 decimals, got {output_weight!r}")
+    return milli
+
+
+class OutputWeights:
+    """``k`` per model: how many input tokens one output token is worth (docs/cost-model.md)."""
+
+    __slots__ = ("_by_model", "_default")
+
+    def __init__(self, default: float = 1.0, by_model: Mapping[str, float] | None = None) -> None:
+        weight_milli(default)
+        self._default = float(default)
+        self._by_model: dict[str, float] = {}
+        for model, k in (by_model or {}).items():
+            try:
+                weight_milli(k)
+            except ValueError as exc:
+                raise ValueError(f"model {model!r}: {exc}") from None
+            self._by_model[model] = float(k)
+
+    @property
+    def default(self) -> float:
+        return self._default
+
+    def of(self, model: str) -> float:
+        return self._by_model.get(model, self._default)
 
 
 def _check_price(name: str, value: object) -> float:
@@ -120,11 +209,27 @@ class PriceBook:
         return self._default, "default"
 
 
+@dataclass(frozen=True, slots=True)
+class _Usage:
+    input_tokens: int
+    output_tokens: int
+    k_milli: int
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def weighted_milli(self) -> int:
+        return self.input_tokens * _WEIGHT_SCALE + self.output_tokens * self.k_milli
+
+
 class _GpuState:
     """Retained token events of one GPU, sorted by ts, with running (prefix) sums of tokens.
 
-    Physical layout: parallel lists ``ts``/``ids``/``cum`` sorted by ``(ts, arrival)``;
-    ``cum[i]`` is ``base`` plus the tokens of entries ``0..i``. Entries before ``head`` are
+    Physical layout: parallel lists ``ts``/``ids``/``cum``/``raw`` sorted by ``(ts, arrival)``;
+    ``cum[i]`` is ``base`` plus the weighted tokens (in thousandths) of entries ``0..i``, ``raw[i]``
+    ``raw_base`` plus their plain token counts. Entries before ``head`` are
     evicted (they stay until compaction; sums are differences of ``cum`` so they cancel).
 
     - in-order append: O(1); window sum: two bisections, O(log n);
@@ -133,14 +238,19 @@ class _GpuState:
     """
 
     __slots__ = (
-        "base", "cum", "head", "id_set", "ids", "max_ts", "price", "price_source", "reading", "ts",
+        "base", "cum", "energy_mj", "head", "id_set", "ids", "max_ts", "price", "price_source",
+        "raw", "raw_base", "reading", "ts",
     )  # fmt: skip
 
     def __init__(self, price: float, price_source: str) -> None:
         self.ts: list[int] = []
         self.ids: list[str] = []
         self.cum: list[int] = []
+        self.raw: list[int] = []
         self.base = 0
+        self.raw_base = 0
+        # Energy counter (mJ) of the latest reading; None if it had none.
+        self.energy_mj: int | None = None
         self.head = 0
         self.id_set: set[str] = set()
         self.max_ts: int | None = None
@@ -158,37 +268,40 @@ class _GpuState:
         self.head = head
         if head >= _COMPACT_MIN and head * 2 >= n:
             self.base = self.cum[head - 1]
-            del self.ts[:head], self.ids[:head], self.cum[:head]
+            self.raw_base = self.raw[head - 1]
+            del self.ts[:head], self.ids[:head], self.cum[:head], self.raw[:head]
             self.head = 0
 
-    def _cum_before(self, i: int) -> int:
-        return self.cum[i - 1] if i > 0 else self.base
-
-    def insert(self, ts_us: int, event_id: str, tokens: int) -> None:
-        ts = self.ts
+    def insert(self, ts_us: int, event_id: str, weighted: int, tokens: int) -> None:
+        ts, cum, raw = self.ts, self.cum, self.raw
         if not ts or ts[-1] <= ts_us:  # in order: the common case
             ts.append(ts_us)
             self.ids.append(event_id)
-            self.cum.append((self.cum[-1] if self.cum else self.base) + tokens)
+            cum.append((cum[-1] if cum else self.base) + weighted)
+            raw.append((raw[-1] if raw else self.raw_base) + tokens)
         else:  # late: after every retained entry with ts <= ts_us (arrival order on ties)
             pos = bisect_right(ts, ts_us, self.head)
             ts.insert(pos, ts_us)
             self.ids.insert(pos, event_id)
-            cum = self.cum
-            cum.insert(pos, self._cum_before(pos) + tokens)
+            cum.insert(pos, (cum[pos - 1] if pos > 0 else self.base) + weighted)
+            raw.insert(pos, (raw[pos - 1] if pos > 0 else self.raw_base) + tokens)
+            if weighted:
+                cum[pos + 1 :] = [c + weighted for c in cum[pos + 1 :]]
             if tokens:
-                cum[pos + 1 :] = [c + tokens for c in cum[pos + 1 :]]
+                raw[pos + 1 :] = [c + tokens for c in raw[pos + 1 :]]
         self.id_set.add(event_id)
 
-    def sum_between(self, lo_excl: int, hi_incl: int) -> int:
-        """Tokens of retained entries with ``lo_excl < ts <= hi_incl``."""
+    def sum_between(self, lo_excl: int, hi_incl: int) -> tuple[int, int]:
+        """(weighted thousandths, tokens) of retained entries with ``lo_excl < ts <= hi_incl``."""
         if hi_incl <= lo_excl:
-            return 0
+            return 0, 0
         i = bisect_right(self.ts, lo_excl, self.head)
         j = bisect_right(self.ts, hi_incl, i)
         if j <= i:
-            return 0
-        return self.cum[j - 1] - self._cum_before(i)
+            return 0, 0
+        weighted = self.cum[j - 1] - (self.cum[i - 1] if i > 0 else self.base)
+        tokens = self.raw[j - 1] - (self.raw[i - 1] if i > 0 else self.raw_base)
+        return weighted, tokens
 
 
 class CostModel:
@@ -247,64 +360,112 @@ class CostModel:
         *,
         event_id: str,
         ts_us: int,
-    ) -> tuple[float, str]:
-        """Record a gpu.metrics event; returns the reading's resolved ``(price, price_source)``.
+        energy_total_mj: int | None = None,
+    ) -> ReadingPrice:
+        """Record a gpu.metrics event; returns the reading's resolved price (and energy delta).
 
         Pass the price *the event carried* (None if it had none), also on a rebuild. The GPU's
         price is that of its latest reading by ``(ts_us, event_id)``, not the last one to
         arrive: a maximum does not move when a reading is delivered again, so a redelivery
         cannot change a price, and a rebuild that replays the stored readings (first copies)
         in any order ends where the uninterrupted run did.
+
+        The energy delta is measured against the latest reading only when this one is newer:
+        a late or redelivered reading gets none, so a rebuild (which restores the latest
+        reading) yields the same deltas as a run straight through.
         """
         price, source = self._prices.resolve(price_per_hour_usd, gpu_name)
         state = self._state(gpu_key)
         key = (ts_us, event_id)
+        delta_j: float | None = None
+        interval_s: float | None = None
         if state.reading is None or key > state.reading:
+            previous, previous_energy = state.reading, state.energy_mj
+            if (
+                previous is not None
+                and ts_us > previous[0]
+                and energy_total_mj is not None
+                and previous_energy is not None
+                and energy_total_mj >= previous_energy
+            ):
+                delta_j = (energy_total_mj - previous_energy) / 1000.0
+                interval_s = (ts_us - previous[0]) / US_PER_S
             state.reading = key
             state.price, state.price_source = price, source
-        return price, source
+            state.energy_mj = energy_total_mj
+        return ReadingPrice(price, source, delta_j, interval_s)
 
-    def on_token_usage(self, gpu_key: str, event_id: str, ts_us: int, tokens: int) -> TokenCost:
+    def on_token_usage(
+        self,
+        gpu_key: str,
+        event_id: str,
+        ts_us: int,
+        input_tokens: int,
+        output_tokens: int = 0,
+        *,
+        output_weight: float = 1.0,
+    ) -> TokenCost:
         """Add a token event to its GPU's window and cost it.
 
+        ``output_weight`` is k of the event's model (:class:`OutputWeights`); on a rebuild,
+        pass the k stored on the document, not today's setting.
         A redelivered ``event_id`` that is still retained is not added again; its cost is
         still returned (the store keeps the first copy and drops this one).
         """
         if isinstance(ts_us, bool) or not isinstance(ts_us, int):
             raise TypeError(f"ts_us must be int microseconds, got {type(ts_us).__name__}")
-        if isinstance(tokens, bool) or not isinstance(tokens, int):
-            raise TypeError(f"tokens must be int, got {type(tokens).__name__}")
-        if tokens < 0:
-            raise ValueError(f"tokens must be >= 0, got {tokens}")
+        for name, count in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
+            if isinstance(count, bool) or not isinstance(count, int):
+                raise TypeError(f"{name} must be int, got {type(count).__name__}")
+            if count < 0:
+                raise ValueError(f"{name} must be >= 0, got {count}")
+        k_milli = weight_milli(output_weight)
+        usage = _Usage(input_tokens, output_tokens, k_milli)
 
         state = self._state(gpu_key)
         if event_id in state.id_set:
             # A redelivery (or another event under a retained id, which the store will refuse):
             # cost it, but leave the state as it is, or a later rebuild would differ from it.
-            return self._cost(state, ts_us, tokens, floor=self._floor(state))
+            return self._cost(state, ts_us, usage, floor=self._floor(state))
         newest = ts_us if state.max_ts is None or ts_us > state.max_ts else state.max_ts
         state.max_ts = newest
         floor = newest - self._window_us - self._lateness_us
         state.evict_through(floor)
         if ts_us > floor:
-            state.insert(ts_us, event_id, tokens)
-        return self._cost(state, ts_us, tokens, floor=floor)
+            state.insert(ts_us, event_id, usage.weighted_milli, usage.tokens)
+        return self._cost(state, ts_us, usage, floor=floor)
 
     def _floor(self, state: _GpuState) -> int:
         assert state.max_ts is not None, "a GPU with a retained id has a newest timestamp"
         return state.max_ts - self._window_us - self._lateness_us
 
-    def _cost(self, state: _GpuState, ts_us: int, tokens: int, *, floor: int) -> TokenCost:
-        in_window = state.sum_between(max(ts_us - self._window_us, floor), ts_us)
-        tps = in_window / self._window_s
-        per_token = cost_per_token(state.price, tps)
+    def _cost(self, state: _GpuState, ts_us: int, usage: _Usage, *, floor: int) -> TokenCost:
+        weighted_milli, raw = state.sum_between(max(ts_us - self._window_us, floor), ts_us)
+        weighted_tps = weighted_milli / _WEIGHT_SCALE / self._window_s
+        per_input = cost_per_token(state.price, weighted_tps)
+        k = usage.k_milli / _WEIGHT_SCALE
+        weighted = usage.weighted_milli / _WEIGHT_SCALE
+        if per_input is None:
+            input_cost = output_cost = cost = 0.0
+        else:
+            input_cost = per_input * usage.input_tokens
+            output_cost = per_input * (usage.output_tokens * usage.k_milli / _WEIGHT_SCALE)
+            cost = per_input * weighted
         return TokenCost(
-            tokens=tokens,
-            tps=tps,
+            tokens=usage.tokens,
+            tps=raw / self._window_s,
             price_per_hour_usd=state.price,
             price_source=state.price_source,
-            cost_per_token=per_token,
-            cost_usd=per_token * tokens if per_token is not None else 0.0,
+            cost_per_token=cost / usage.tokens if per_input is not None and usage.tokens else None,
+            cost_usd=cost,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            output_weight=k,
+            weighted_tokens=weighted,
+            weighted_tps=weighted_tps,
+            cost_per_input_token=per_input,
+            input_cost_usd=input_cost,
+            output_cost_usd=output_cost,
         )
 
     # -- partitions ---------------------------------------------------------------------

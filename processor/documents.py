@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
-from processor.cost import TokenCost
+from processor.cost import ReadingPrice, TokenCost
 from schemas.contracts import from_epoch_us
 
 __all__ = [
@@ -67,7 +67,7 @@ def gpu_metrics_doc(
     *,
     gpu_key: str,
     ts_us: int,
-    price: tuple[float, str],
+    price: ReadingPrice,
     partition: int,
     offset: int,
 ) -> dict[str, Any]:
@@ -77,7 +77,12 @@ def gpu_metrics_doc(
     # The event's own price is kept apart from the resolved one: a rebuild must replay what
     # the event said, not what the map said at the time.
     doc["event_price_per_hour_usd"] = event.get("price_per_hour_usd")
-    doc["price_per_hour_usd"], doc["price_source"] = price
+    doc["price_per_hour_usd"], doc["price_source"] = price.price
+    # FerretDB's $group has $sum only: a 1/0 count lets a rollup average the power readings.
+    doc["power_samples"] = 0 if event.get("power_draw_w") is None else 1
+    doc["energy_delta_j"] = price.energy_delta_j
+    doc["energy_samples"] = 0 if price.energy_delta_j is None else 1
+    doc["energy_interval_s"] = price.energy_interval_s
     return doc
 
 
@@ -98,7 +103,14 @@ def token_usage_doc(
     doc["tps"] = cost.tps
     doc["price_per_hour_usd"] = cost.price_per_hour_usd
     doc["price_source"] = cost.price_source
+    doc["output_weight"] = cost.output_weight
+    doc["weighted_tokens"] = cost.weighted_tokens
+    doc["weighted_tps"] = cost.weighted_tps
+    doc["cost_per_input_token"] = cost.cost_per_input_token
+    doc["cost_per_output_token"] = cost.cost_per_output_token
     doc["cost_per_token"] = cost.cost_per_token
+    doc["input_cost_usd"] = cost.input_cost_usd
+    doc["output_cost_usd"] = cost.output_cost_usd
     doc["cost_usd"] = cost.cost_usd
     return doc
 

@@ -1,6 +1,6 @@
 """Kafka record -> stored document: decode, check the key, price, build (pure, no I/O).
 
-    >>> pricer = Pricer(CostModel(PriceBook(0.85)), max_message_bytes=65536)
+    >>> pricer = Pricer(CostModel(PriceBook(0.85)), OutputWeights(4.0), max_message_bytes=65536)
     >>> plan = pricer.plan(records)            # a batch, in partition order
     >>> plan.docs["token_usage"], plan.rejected
     ([{...}], [Rejected(...)])
@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from processor.cost import CostModel
+from processor.cost import CostModel, OutputWeights
 from processor.documents import GPU_METRICS, TOKEN_USAGE, gpu_metrics_doc, token_usage_doc
 from schemas.contracts import (
     GPU_METRICS_V1,
@@ -109,8 +109,9 @@ class Pricer:
     Not thread-safe: the consume loop's thread is its only user.
     """
 
-    def __init__(self, model: CostModel, *, max_message_bytes: int) -> None:
+    def __init__(self, model: CostModel, weights: OutputWeights, *, max_message_bytes: int) -> None:
         self._model = model
+        self._weights = weights
         self._max_bytes = max_message_bytes
         self._keys_by_partition: defaultdict[int, set[str]] = defaultdict(set)
 
@@ -160,14 +161,17 @@ class Pricer:
                 price = self._model.on_gpu_metrics(
                     key, event["gpu_name"], event.get("price_per_hour_usd"),
                     event_id=event["event_id"], ts_us=ts_us,
+                    energy_total_mj=event.get("energy_total_mj"),
                 )  # fmt: skip
                 doc = gpu_metrics_doc(
                     event, gpu_key=key, ts_us=ts_us, price=price, partition=partition,
                     offset=offset,
                 )  # fmt: skip
                 return Priced(record, GPU_METRICS, doc)
-            tokens = int(event["input_tokens"]) + int(event["output_tokens"])
-            cost = self._model.on_token_usage(key, event["event_id"], ts_us, tokens)
+            cost = self._model.on_token_usage(
+                key, event["event_id"], ts_us, int(event["input_tokens"]),
+                int(event["output_tokens"]), output_weight=self._weights.of(event["model"]),
+            )  # fmt: skip
             doc = token_usage_doc(
                 event, gpu_key=key, ts_us=ts_us, cost=cost, partition=partition, offset=offset
             )
@@ -183,12 +187,18 @@ class Pricer:
         keys = self._keys_by_partition[partition]
         for doc in history.token_events:
             keys.add(doc["gpu_key"])
-            self._model.on_token_usage(doc["gpu_key"], str(doc["_id"]), doc["ts_us"], doc["tokens"])
+            # The k the document was priced with, not today's setting; a document stored
+            # before k existed was priced with every token alike (k = 1).
+            self._model.on_token_usage(
+                doc["gpu_key"], str(doc["_id"]), doc["ts_us"], int(doc["input_tokens"]),
+                int(doc["output_tokens"]), output_weight=doc.get("output_weight", 1.0),
+            )  # fmt: skip
         for doc in history.latest_gpu_metrics:
             keys.add(doc["gpu_key"])
             self._model.on_gpu_metrics(
                 doc["gpu_key"], doc.get("gpu_name"), doc.get("event_price_per_hour_usd"),
                 event_id=str(doc["_id"]), ts_us=doc["ts_us"],
+                energy_total_mj=doc.get("energy_total_mj"),
             )  # fmt: skip
         return len(keys)
 

@@ -2,47 +2,88 @@
 
 The store groups documents in MongoDB/FerretDB with only ``$match``/``$group``/``$sum`` on
 the precomputed epoch ``minute`` and hands back plain rows; :func:`allocate` turns them into
-cost per model, GPU or host per minute, hour or day:
+cost per any combination of model, tenant, GPU and host, per minute, hour or day:
 
 - a GPU is *reporting* in a minute if it has at least one reading or one token event then;
 - that minute costs ``price / 60`` (price in $/h: the mean of its readings' prices, else of
-  its token events' prices);
-- the minute's cost is split among models by token share; a reporting minute with zero
-  tokens is *idle* and its whole cost is ``idle_cost_usd``.
+  its token events' prices) — the *allocation*, which adds up to the GPU bill;
+- the minute's allocation is split among its usage (model, tenant) by *weighted tokens*
+  (``input + k x output``, k = the output weight each event was priced with); the part of a
+  usage row from input tokens is ``input_cost_usd``, from output tokens ``output_cost_usd``;
+- a reporting minute with zero tokens is *idle*: with a usage dimension (model, tenant) in the
+  grouping its cost is a row whose usage values are ``"(idle)"``; grouped by GPU/host only, it
+  is the ``idle_cost_usd`` part of that GPU's or host's row;
+- energy: the minute's energy (counter deltas when every reading of it has one, else the mean
+  power of its readings x 60 s; nothing without a power reading) is split the same way.
 
 Float sums use :func:`math.fsum` (correctly rounded), so a result does not depend on the
-order rows come back in.
+order rows come back in; weighted tokens are exact integers (thousandths).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, get_args
+
+from processor.cost import weight_milli
 
 __all__ = [
+    "DIMENSIONS",
     "GRANULARITY_MINUTES",
     "GROUP_FIELD",
     "IDLE_GROUP",
+    "UNATTRIBUTED",
     "CostRow",
+    "Dimension",
     "GpuMinute",
     "Granularity",
     "GroupBy",
     "TokenMinute",
     "allocate",
+    "parse_group_by",
     "percentile_from_buckets",
     "period_start_minute",
 ]
 
-GroupBy = Literal["model", "gpu", "host"]
+Dimension = Literal["model", "tenant", "gpu", "host"]
+DIMENSIONS: Final[tuple[Dimension, ...]] = get_args(Dimension)
+# A single dimension, the common case (kept as a name for the API's parameter type).
+GroupBy = Dimension
 Granularity = Literal["minute", "hour", "day"]
 
 GRANULARITY_MINUTES: Final[Mapping[str, int]] = {"minute": 1, "hour": 60, "day": 1440}
 # The stored document field each grouping reads.
-GROUP_FIELD: Final[Mapping[str, str]] = {"model": "model", "gpu": "gpu_key", "host": "host"}
+GROUP_FIELD: Final[Mapping[str, str]] = {
+    "model": "model", "tenant": "tenant", "gpu": "gpu_key", "host": "host",
+}  # fmt: skip
+# Usage dimensions describe who used a GPU-minute; idle minutes belong to none of them.
+_USAGE: Final = frozenset({"model", "tenant"})
 IDLE_GROUP: Final = "(idle)"
+# The tenant of token events that carry none (the contract's charset has no parentheses).
+UNATTRIBUTED: Final = "(unattributed)"
 _MINUTES_PER_HOUR: Final = 60.0
+_SECONDS_PER_MINUTE: Final = 60.0
+_MILLI: Final = 1000
+
+
+def parse_group_by(value: str | Sequence[str]) -> tuple[Dimension, ...]:
+    """``"tenant,model"`` -> ``("tenant", "model")``; ValueError names a bad or repeated one."""
+    names = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
+    dims: list[Dimension] = []
+    for name in names:
+        if name not in DIMENSIONS:
+            raise ValueError(
+                f"group_by: unknown dimension {name!r}; use one or more of "
+                f"{', '.join(DIMENSIONS)} separated by commas"
+            )
+        if name in dims:
+            raise ValueError(f"group_by: {name!r} is given twice")
+        dims.append(name)  # checked against DIMENSIONS above
+    if not dims:
+        raise ValueError("group_by: give at least one of " + ", ".join(DIMENSIONS))
+    return tuple(dims)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +95,18 @@ class GpuMinute:
     minute: int
     price_sum: float  # sum of the readings' resolved price_per_hour_usd
     readings: int
+    power_sum_w: float = 0.0  # sum of the readings' power_draw_w (null ones count 0)
+    power_samples: int = 0  # readings with a power_draw_w
+    energy_delta_j: float = 0.0  # sum of the readings' energy counter deltas
+    energy_deltas: int = 0  # readings with such a delta
 
 
 @dataclass(frozen=True, slots=True)
 class TokenMinute:
-    """token_usage grouped by (gpu_key, minute, model)."""
+    """token_usage grouped by (gpu_key, minute, model, tenant, output weight).
+
+    ``input_tokens`` None: a row without the split (all of ``tokens`` count as input).
+    """
 
     gpu_key: str
     host: str
@@ -66,21 +114,66 @@ class TokenMinute:
     minute: int
     tokens: int
     requests: int
-    cost_usd: float  # sum of the events' (throughput-model) cost_usd
+    cost_usd: float  # sum of the events' (throughput-estimate) cost_usd
     price_sum: float  # sum of the events' price_per_hour_usd
+    tenant: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int = 0
+    output_weight: float = 1.0
+
+    @property
+    def split(self) -> tuple[int, int]:
+        """(input, output) tokens."""
+        if self.input_tokens is None:
+            return self.tokens, 0
+        return self.input_tokens, self.output_tokens
+
+    @property
+    def weighted_milli(self) -> int:
+        inp, out = self.split
+        return inp * _MILLI + out * weight_milli(self.output_weight)
 
 
 @dataclass(frozen=True, slots=True)
 class CostRow:
-    group: str  # the model / gpu_key / host value
+    group: str  # the values of ``dims``, joined by " / " (one dimension: its value)
+    dims: tuple[tuple[str, str], ...]  # ((dimension, value), ...) in group_by order
     period_start_minute: int  # start of the minute/hour/day bucket, as epoch minute
     tokens: int
+    input_tokens: int
+    output_tokens: int
     requests: int
-    cost_usd: float  # allocation cost: price × reporting time, split by token share
-    throughput_cost_usd: float  # sum of per-event cost_usd (the tps model)
-    idle_cost_usd: float  # allocation cost of minutes in which the GPU served no tokens
-    cost_per_1k_tokens: float | None  # cost_usd / tokens × 1000, None when tokens == 0
+    cost_usd: float  # allocation: price x reporting time, split by weighted tokens (+ idle)
+    input_cost_usd: float  # the part of cost_usd from input tokens
+    output_cost_usd: float  # the part of cost_usd from output tokens
+    idle_cost_usd: float  # allocation of minutes in which the GPU served no tokens
+    throughput_estimate_usd: float  # sum of per-event cost_usd (the live tps estimate)
+    energy_j: float  # GPU energy allocated to this row, joules
     p95_latency_ms: float | None  # from latency_hist, None if not given
+
+    @property
+    def cost_per_1m_tokens(self) -> float | None:
+        return _per_1m(self.cost_usd, self.tokens)
+
+    @property
+    def cost_per_1m_input_tokens(self) -> float | None:
+        return _per_1m(self.input_cost_usd, self.input_tokens)
+
+    @property
+    def cost_per_1m_output_tokens(self) -> float | None:
+        return _per_1m(self.output_cost_usd, self.output_tokens)
+
+    @property
+    def energy_kwh(self) -> float:
+        return self.energy_j / 3.6e6
+
+    @property
+    def energy_kwh_per_1m_tokens(self) -> float | None:
+        return _per_1m(self.energy_kwh, self.tokens)
+
+
+def _per_1m(amount: float, tokens: int) -> float | None:
+    return amount / tokens * 1_000_000 if tokens else None
 
 
 def period_start_minute(minute: int, granularity: Granularity) -> int:
@@ -94,10 +187,15 @@ def period_start_minute(minute: int, granularity: Granularity) -> int:
 @dataclass(slots=True)
 class _Acc:
     tokens: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
     requests: int = 0
     cost: list[float] = field(default_factory=list)
+    input_cost: list[float] = field(default_factory=list)
+    output_cost: list[float] = field(default_factory=list)
     throughput: list[float] = field(default_factory=list)
     idle: list[float] = field(default_factory=list)
+    energy: list[float] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -105,11 +203,31 @@ class _Readings:
     hosts: set[str] = field(default_factory=set)
     price_sums: list[float] = field(default_factory=list)
     readings: int = 0
+    power_sums: list[float] = field(default_factory=list)
+    power_samples: int = 0
+    energy_deltas: list[float] = field(default_factory=list)
+    energy_delta_count: int = 0
+
+    def energy_j(self) -> float:
+        """The minute's energy: counter deltas if every reading has one, else mean power x 60 s."""
+        if self.readings > 0 and self.energy_delta_count == self.readings:
+            return math.fsum(self.energy_deltas)
+        if self.power_samples > 0:
+            return math.fsum(self.power_sums) / self.power_samples * _SECONDS_PER_MINUTE
+        return 0.0
 
 
 @dataclass(slots=True)
-class _ModelMinute:
+class _Usage:
+    """One (model, tenant) of one GPU-minute."""
+
+    model: str
+    tenant: str
     tokens: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    input_milli: int = 0  # weighted input tokens, thousandths
+    output_milli: int = 0  # weighted output tokens, thousandths
     requests: int = 0
     cost: list[float] = field(default_factory=list)
     price_sums: list[float] = field(default_factory=list)
@@ -118,37 +236,36 @@ class _ModelMinute:
 @dataclass(slots=True)
 class _TokensOfMinute:
     hosts: set[str] = field(default_factory=set)
-    models: dict[str, _ModelMinute] = field(default_factory=dict)
+    usage: dict[tuple[str, str], _Usage] = field(default_factory=dict)
 
 
 def allocate(
     gpu_minutes: Iterable[GpuMinute],
     token_minutes: Iterable[TokenMinute],
-    group_by: GroupBy,
+    group_by: Dimension | Sequence[Dimension],
     granularity: Granularity,
     latency_hist: Mapping[tuple[str, int], Mapping[float, int]] | None = None,
     *,
     model: str | None = None,
+    tenant: str | None = None,
 ) -> list[CostRow]:
-    """Cost rows for ``group_by`` per ``granularity`` bucket, sorted by (period, group).
+    """Cost rows for ``group_by`` (one dimension or several) per ``granularity`` bucket,
+    sorted by (period, group).
 
-    ``group_by="model"``: idle cost is a row of group ``"(idle)"`` (its ``cost_usd`` and
-    ``idle_cost_usd`` are both the idle cost). ``"gpu"``/``"host"``: ``cost_usd`` is the
-    whole allocation of that GPU/host, ``idle_cost_usd`` the part of it in idle minutes.
-    In every grouping the ``cost_usd`` of all rows adds up to the allocation of all
-    reporting GPU-minutes. ``latency_hist`` maps ``(group, period_start_minute)`` to a
-    latency histogram (``latency_bucket_ms`` of the documents -> count) for
-    ``p95_latency_ms``.
+    In every grouping the ``cost_usd`` of all rows adds up to the allocation of all reporting
+    GPU-minutes, and in each row ``cost_usd = input_cost_usd + output_cost_usd +
+    idle_cost_usd``. ``latency_hist`` maps ``(group, period_start_minute)`` to a latency
+    histogram (``latency_bucket_ms`` of the documents -> count) for ``p95_latency_ms``.
 
-    ``model``: only that model's usage, in every grouping. Its share of a GPU-minute is
-    still its tokens over *all* the GPU's tokens that minute (``token_minutes`` must not be
-    filtered by model), and idle minutes belong to no model, so they are left out: rows
-    carry ``idle_cost_usd == 0`` and there is no ``"(idle)"`` row.
+    ``model`` / ``tenant``: only that model's (tenant's) usage, in every grouping. Its share
+    of a GPU-minute is still its weighted tokens over *all* the GPU's weighted tokens that
+    minute (``token_minutes`` must not be filtered), and idle minutes belong to no model or
+    tenant, so they are left out: rows carry ``idle_cost_usd == 0`` and no ``"(idle)"`` row.
     """
-    if group_by not in ("model", "gpu", "host"):
-        raise ValueError(f"group_by must be 'model', 'gpu' or 'host', got {group_by!r}")
+    dims = parse_group_by([group_by] if isinstance(group_by, str) else group_by)
     if granularity not in GRANULARITY_MINUTES:
         raise ValueError(f"granularity must be one of {tuple(GRANULARITY_MINUTES)}")
+    filtered = model is not None or tenant is not None
 
     readings: dict[tuple[str, int], _Readings] = {}
     for g in gpu_minutes:
@@ -156,76 +273,102 @@ def allocate(
         rd.hosts.add(g.host)
         rd.price_sums.append(g.price_sum)
         rd.readings += g.readings
+        rd.power_sums.append(g.power_sum_w)
+        rd.power_samples += g.power_samples
+        rd.energy_deltas.append(g.energy_delta_j)
+        rd.energy_delta_count += g.energy_deltas
 
     token_rows: dict[tuple[str, int], _TokensOfMinute] = {}
     for t in token_minutes:
         tk = token_rows.setdefault((t.gpu_key, t.minute), _TokensOfMinute())
         tk.hosts.add(t.host)
-        mm = tk.models.setdefault(t.model, _ModelMinute())
-        mm.tokens += t.tokens
-        mm.requests += t.requests
-        mm.cost.append(t.cost_usd)
-        mm.price_sums.append(t.price_sum)
+        who = (t.model, t.tenant or UNATTRIBUTED)
+        u = tk.usage.get(who)
+        if u is None:
+            u = tk.usage[who] = _Usage(*who)
+        inp, out = t.split
+        u.tokens += t.tokens
+        u.input_tokens += inp
+        u.output_tokens += out
+        u.input_milli += inp * _MILLI
+        u.output_milli += out * weight_milli(t.output_weight)
+        u.requests += t.requests
+        u.cost.append(t.cost_usd)
+        u.price_sums.append(t.price_sum)
 
-    accs: dict[tuple[int, str], _Acc] = {}
+    accs: dict[tuple[int, tuple[tuple[str, str], ...]], _Acc] = {}
 
-    def acc(group: str, period: int) -> _Acc:
-        a = accs.get((period, group))
+    def acc(key: tuple[tuple[str, str], ...], period: int) -> _Acc:
+        a = accs.get((period, key))
         if a is None:
-            a = accs[(period, group)] = _Acc()
+            a = accs[(period, key)] = _Acc()
         return a
 
     for key in sorted(readings.keys() | token_rows.keys()):
         gpu_key, minute = key
         r = readings.get(key)
         tm = token_rows.get(key)
-        models = tm.models if tm is not None else {}
+        usage = tm.usage if tm is not None else {}
         n_readings = r.readings if r is not None else 0
-        n_requests = sum(m.requests for m in models.values())
+        n_requests = sum(u.requests for u in usage.values())
         if r is not None and n_readings > 0:
             price = math.fsum(r.price_sums) / n_readings
         elif n_requests > 0:
-            price = math.fsum(p for m in models.values() for p in m.price_sums) / n_requests
+            price = math.fsum(p for u in usage.values() for p in u.price_sums) / n_requests
         else:
             continue  # not reporting (no reading and no token event this minute)
         allocation = price / _MINUTES_PER_HOUR
-        total_tokens = sum(m.tokens for m in models.values())
+        energy = r.energy_j() if r is not None else 0.0
+        total_milli = sum(u.input_milli + u.output_milli for u in usage.values())
         # The GPU's host: as its readings say, else as its token events say.
         hosts = r.hosts if r is not None and r.hosts else (tm.hosts if tm is not None else set())
-        host = min(hosts)
+        values = {"gpu": gpu_key, "host": min(hosts)}
         period = period_start_minute(minute, granularity)
 
-        for name, m in models.items():
-            if model is not None and name != model:
+        for u in usage.values():
+            if (model is not None and u.model != model) or (
+                tenant is not None and u.tenant != tenant
+            ):
                 continue
-            group = name if group_by == "model" else gpu_key if group_by == "gpu" else host
-            a = acc(group, period)
-            a.tokens += m.tokens
-            a.requests += m.requests
-            a.throughput.extend(m.cost)
-            if total_tokens > 0:
-                a.cost.append(allocation * m.tokens / total_tokens)
-        if total_tokens == 0 and model is None:
-            group = IDLE_GROUP if group_by == "model" else gpu_key if group_by == "gpu" else host
-            a = acc(group, period)
-            a.cost.append(allocation)
+            values["model"], values["tenant"] = u.model, u.tenant
+            a = acc(tuple((d, values[d]) for d in dims), period)
+            a.tokens += u.tokens
+            a.input_tokens += u.input_tokens
+            a.output_tokens += u.output_tokens
+            a.requests += u.requests
+            a.throughput.extend(u.cost)
+            if total_milli > 0:
+                a.input_cost.append(allocation * u.input_milli / total_milli)
+                a.output_cost.append(allocation * u.output_milli / total_milli)
+                a.energy.append(energy * (u.input_milli + u.output_milli) / total_milli)
+        if total_milli == 0 and not filtered:
+            values["model"] = values["tenant"] = IDLE_GROUP
+            a = acc(tuple((d, values[d]) for d in dims), period)
             a.idle.append(allocation)
+            a.energy.append(energy)
 
     rows: list[CostRow] = []
-    for period, group in sorted(accs):
-        a = accs[(period, group)]
-        cost = math.fsum(a.cost)
+    for period, dim_values in sorted(accs):
+        a = accs[(period, dim_values)]
+        group = " / ".join(v for _, v in dim_values)
         hist = latency_hist.get((group, period)) if latency_hist is not None else None
+        input_cost, output_cost = math.fsum(a.input_cost), math.fsum(a.output_cost)
+        idle = math.fsum(a.idle)
         rows.append(
             CostRow(
                 group=group,
+                dims=dim_values,
                 period_start_minute=period,
                 tokens=a.tokens,
+                input_tokens=a.input_tokens,
+                output_tokens=a.output_tokens,
                 requests=a.requests,
-                cost_usd=cost,
-                throughput_cost_usd=math.fsum(a.throughput),
-                idle_cost_usd=math.fsum(a.idle),
-                cost_per_1k_tokens=cost / a.tokens * 1000 if a.tokens else None,
+                cost_usd=math.fsum([*a.input_cost, *a.output_cost, *a.idle]),
+                input_cost_usd=input_cost,
+                output_cost_usd=output_cost,
+                idle_cost_usd=idle,
+                throughput_estimate_usd=math.fsum(a.throughput),
+                energy_j=math.fsum(a.energy),
                 p95_latency_ms=percentile_from_buckets(hist, 0.95) if hist else None,
             )
         )

@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
 )
 
+from processor.cost import OutputWeights, weight_milli
 from service_settings import (
     KafkaBootstrap,
     KafkaTopic,
@@ -46,6 +47,8 @@ MIN_TOKEN_CHARS = 16
 # the JSON, not something to coerce; an int is fine.
 PriceMap = dict[str, Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]]
 _PRICE_MAP: TypeAdapter[PriceMap] = TypeAdapter(PriceMap)
+# Output weight k by model name (checked further by processor.cost.OutputWeights).
+WeightMap = dict[str, Annotated[float, Field(strict=True, gt=0, le=1000, allow_inf_nan=False)]]
 
 
 def _json_object(value: Any) -> Any:
@@ -162,6 +165,38 @@ class ProcessorSettings(ServiceSettings):
         description="Path of a JSON file holding a price map like GPU_PRICES, read at start; "
         "GPU_PRICES wins for a gpu_name in both.",
     )
+    output_token_weight: float = Field(
+        4.0,
+        gt=0,
+        le=1000,
+        description="k: one output token costs as much GPU time as k input tokens (at most 3 "
+        "decimals). Prefill reads the prompt in parallel, decode makes one token per step; 4 "
+        "is the ratio hosted price sheets use (docs/cost-model.md). 1 = every token alike.",
+    )
+    output_token_weight_by_model: Annotated[WeightMap, BeforeValidator(_json_object)] = Field(
+        {},
+        description='k per model as JSON, overriding OUTPUT_TOKEN_WEIGHT, e.g. {"llama-3.1-70b-'
+        'instruct": 6}.',
+    )
+    energy_price_usd_per_kwh: float | None = Field(
+        None,
+        ge=0,
+        description="Electricity price: with it, cost rows carry energy_cost_usd (kWh x PUE x "
+        "price). Unset: no energy cost.",
+    )
+    pue: float = Field(
+        1.0,
+        ge=1.0,
+        le=5.0,
+        description="Power usage effectiveness of the data centre (facility / IT energy); "
+        "multiplies GPU energy in energy_cost_usd and co2e_g.",
+    )
+    carbon_intensity_g_per_kwh: float | None = Field(
+        None,
+        ge=0,
+        description="Grid carbon intensity, gCO2e per kWh: with it, cost rows carry co2e_g. "
+        "Unset: no carbon figure.",
+    )
     store_retry_max_s: float = Field(
         30.0, gt=0, description="Longest wait between MongoDB retries while degraded."
     )
@@ -211,6 +246,21 @@ class ProcessorSettings(ServiceSettings):
     def auth_enabled(self) -> bool:
         """Whether the API asks for a bearer token: at least one token is configured."""
         return bool(self.api_read_tokens or self.api_admin_tokens)
+
+    @field_validator("output_token_weight")
+    @classmethod
+    def _three_decimals(cls, k: float) -> float:
+        weight_milli(k)
+        return k
+
+    @field_validator("output_token_weight_by_model")
+    @classmethod
+    def _weights(cls, by_model: dict[str, float]) -> dict[str, float]:
+        OutputWeights(1.0, by_model)
+        return by_model
+
+    def output_weights(self) -> OutputWeights:
+        return OutputWeights(self.output_token_weight, self.output_token_weight_by_model)
 
     def price_map(self) -> dict[str, float]:
         """GPU_PRICES_FILE overlaid by GPU_PRICES: gpu_name -> USD per hour."""

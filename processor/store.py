@@ -32,9 +32,10 @@ from processor.pricing import PartitionHistory
 from processor.rollup import (
     GRANULARITY_MINUTES,
     GROUP_FIELD,
+    UNATTRIBUTED,
+    Dimension,
     GpuMinute,
     Granularity,
-    GroupBy,
     TokenMinute,
 )
 
@@ -51,6 +52,11 @@ _TRANSIENT_CODES: Final = frozenset(
 # What the driver raises for a document it cannot encode (InvalidDocument covers too large;
 # OverflowError an integer beyond 64 bits): a property of that document, not of the server.
 _UNENCODABLE: Final = (InvalidDocument, OverflowError)
+# What a rebuild reads of a retained token document (processor.pricing.Pricer.rebuild).
+_REBUILD_FIELDS: Final = {
+    "gpu_key": 1, "ts_us": 1, "input_tokens": 1, "output_tokens": 1, "output_weight": 1,
+    "kafka_offset": 1,
+}  # fmt: skip
 
 _INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]]]]]] = {
     # partition_gpu_*: the rebuild's queries (partition_history) walk one GPU of one partition
@@ -242,9 +248,7 @@ class MongoStore:
                 if newest is None:
                     continue
                 window = {**mine, "ts_us": {"$gt": newest["ts_us"] - retain_us}}
-                events.extend(
-                    tokens.find(window, {"gpu_key": 1, "ts_us": 1, "tokens": 1, "kafka_offset": 1})
-                )
+                events.extend(tokens.find(window, _REBUILD_FIELDS))
         events.sort(key=lambda d: int(d["kafka_offset"]))
         return PartitionHistory(latest_gpu_metrics=latest, token_events=events)
 
@@ -283,6 +287,11 @@ class MongoStore:
                     "_id": {"gpu_key": "$gpu_key", "minute": "$minute"},
                     "price_sum": {"$sum": "$price_per_hour_usd"},
                     "readings": {"$sum": 1},
+                    # $sum skips nulls; the 1/0 sample fields count what it added up.
+                    "power_sum": {"$sum": "$power_draw_w"},
+                    "power_samples": {"$sum": "$power_samples"},
+                    "energy_sum": {"$sum": "$energy_delta_j"},
+                    "energy_samples": {"$sum": "$energy_samples"},
                 }
             },
         ]
@@ -295,6 +304,10 @@ class MongoStore:
                 minute=int(r["_id"]["minute"]),
                 price_sum=float(r["price_sum"]),
                 readings=int(r["readings"]),
+                power_sum_w=float(r.get("power_sum") or 0.0),
+                power_samples=int(r.get("power_samples") or 0),
+                energy_delta_j=float(r.get("energy_sum") or 0.0),
+                energy_deltas=int(r.get("energy_samples") or 0),
             )
             for r in rows
         ]
@@ -304,8 +317,16 @@ class MongoStore:
             {"$match": dict(match)},
             {
                 "$group": {
-                    "_id": {"gpu_key": "$gpu_key", "minute": "$minute", "model": "$model"},
+                    "_id": {
+                        "gpu_key": "$gpu_key",
+                        "minute": "$minute",
+                        "model": "$model",
+                        "tenant": "$tenant",
+                        "k": "$output_weight",
+                    },
                     "tokens": {"$sum": "$tokens"},
+                    "input_tokens": {"$sum": "$input_tokens"},
+                    "output_tokens": {"$sum": "$output_tokens"},
                     "requests": {"$sum": 1},
                     "cost_usd": {"$sum": "$cost_usd"},
                     "price_sum": {"$sum": "$price_per_hour_usd"},
@@ -324,24 +345,29 @@ class MongoStore:
                 requests=int(r["requests"]),
                 cost_usd=float(r["cost_usd"]),
                 price_sum=float(r["price_sum"]),
+                tenant=r["_id"].get("tenant"),
+                input_tokens=int(r["input_tokens"]),
+                output_tokens=int(r["output_tokens"]),
+                # Documents stored before k existed were priced with every token alike.
+                output_weight=float(r["_id"].get("k") or 1.0),
             )
             for r in rows
         ]
 
     def latency_histogram(
-        self, match: Mapping[str, Any], group_by: GroupBy, granularity: Granularity
+        self, match: Mapping[str, Any], dims: Sequence[Dimension], granularity: Granularity
     ) -> dict[tuple[str, int], dict[float, int]]:
-        """(group value, period start as epoch minute) -> {latency bucket bound ms: count}."""
+        """(group, period start as epoch minute) -> {latency bucket bound ms: count}.
+
+        ``group`` is the dimension values joined by " / ", as processor.rollup names rows.
+        """
         # Documents carry minute/hour/day bucket fields: group on the granularity's own.
+        group_id: dict[str, str] = {f"g{i}": f"${GROUP_FIELD[d]}" for i, d in enumerate(dims)}
         pipeline = [
             {"$match": dict(match)},
             {
                 "$group": {
-                    "_id": {
-                        "g": f"${GROUP_FIELD[group_by]}",
-                        "p": f"${granularity}",
-                        "b": "$latency_bucket_ms",
-                    },
+                    "_id": {**group_id, "p": f"${granularity}", "b": "$latency_bucket_ms"},
                     "n": {"$sum": 1},
                 }
             },
@@ -350,6 +376,10 @@ class MongoStore:
         with self._unavailable_on_error("latency aggregation"):
             minutes = GRANULARITY_MINUTES[granularity]
             for r in self._db[TOKEN_USAGE].aggregate(pipeline):
-                key = (str(r["_id"]["g"]), int(r["_id"]["p"]) * minutes)
-                hist.setdefault(key, {})[float(r["_id"]["b"])] = int(r["n"])
+                ident = r["_id"]
+                group = " / ".join(
+                    str(ident.get(f"g{i}") or UNATTRIBUTED) for i in range(len(dims))
+                )
+                key = (group, int(ident["p"]) * minutes)
+                hist.setdefault(key, {})[float(ident["b"])] = int(r["n"])
         return hist

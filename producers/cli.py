@@ -349,6 +349,7 @@ def _trace_replay(args: argparse.Namespace, settings: ProducerSettings) -> Azure
         model_mix(settings, replicas),
         seed=args.seed,
         name=args.file.name,
+        tenants=settings.tenants,
     )
     log.info(
         "trace file=%s requests=%d first=%s last=%s shift_s=%.3f deployment=%s",

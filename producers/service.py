@@ -348,7 +348,12 @@ def _publish_gpus(
             " ".join(f"{r.model}={','.join(str(g.gpu_index) for g in r.gpus)}" for r in replicas),
         )
         generator = TrafficGenerator(
-            settings.host, targets, profiles_for(model_mix(settings, replicas)), rng, groups=groups
+            settings.host,
+            targets,
+            profiles_for(model_mix(settings, replicas)),
+            rng,
+            groups=groups,
+            tenants=settings.tenants,
         )
     for event in readings:
         loop.send(event)

@@ -22,6 +22,7 @@ from pydantic import (
     BeforeValidator,
     Field,
     FilePath,
+    PlainSerializer,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -29,6 +30,7 @@ from pydantic import (
 
 from producers.exceptions import SettingsError
 from producers.fleet import DeploymentEntry, parse_deployment
+from producers.tenants import DEFAULT_TENANTS, TenantMix
 from service_settings import (
     KafkaBootstrap,
     KafkaTopic,
@@ -76,6 +78,10 @@ def parse_rate(value: object) -> object:
 def _lower(value: Any) -> Any:
     # A Literal is not a str field: str_strip_whitespace does not reach it.
     return value.strip().lower() if isinstance(value, str) else value
+
+
+def _tenant_mix(value: Any) -> Any:
+    return TenantMix.parse(value) if isinstance(value, str) else value
 
 
 def _split_models(value: Any) -> Any:
@@ -175,6 +181,13 @@ class ProducerSettings(ServiceSettings):
         default=",".join(f"{name}:{weight:g}" for name, weight in DEFAULT_MODELS),  # type: ignore[arg-type]
         validation_alias="PRODUCER_MODELS",
         description="run: model mix as name[:weight],... (any Unicode name without commas).",
+    )
+    tenants: Annotated[TenantMix, BeforeValidator(_tenant_mix), PlainSerializer(str)] = Field(
+        default=DEFAULT_TENANTS,  # type: ignore[assignment]  # parsed like the env value
+        validation_alias="PRODUCER_TENANTS",
+        description="run and replay --format azure-trace: who requests are billed to, "
+        "name[:weight],...; '-' = no tenant (shown as (unattributed)). Each request's tenant "
+        "is a hash of its id: deterministic.",
     )
     # Checked against the GPUs the reader reports once they are read (producers.fleet.resolve).
     deployment: Annotated[list[DeploymentEntry] | None, BeforeValidator(_split_deployment)] = Field(

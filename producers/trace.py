@@ -13,6 +13,8 @@ The trace (columns ``TIMESTAMP,ContextTokens,GeneratedTokens``; CC-BY 4.0, see
   ``PRODUCER_MODELS``, among the deployed models, in that order). **Replica**: a second hash of
   the same key modulo the model's replica count. Each request's placement depends only on
   ``seed`` and ``i``: deterministic, and the same whichever part of the file is read.
+* **Tenant** (``PRODUCER_TENANTS``): ``TenantMix.pick`` of the event-id key below, so the same
+  request is billed to the same tenant in every replay.
 * **Latency** from the model's :class:`ThroughputProfile`:
   ``ttft_ms = overhead_ms + input_tokens / prefill_tps x 1000`` and
   ``latency_ms = ttft_ms + output_tokens / decode_tps x 1000`` (no jitter: the trace already
@@ -42,6 +44,7 @@ from typing import Any, Final
 
 from producers.exceptions import ReplayFileError
 from producers.fleet import Replica, split_request
+from producers.tenants import TenantMix
 from producers.traffic import MAX_LATENCY_MS
 from schemas.contracts import TOKEN_USAGE_V1, format_ts
 
@@ -188,8 +191,10 @@ class TraceMapper:
         seed: int = 0,
         name: str = "trace",
         throughput: Mapping[str, ThroughputProfile] = KNOWN_THROUGHPUT,
+        tenants: TenantMix | None = None,
     ) -> None:
         self.host = host
+        self._tenants = tenants
         self.seed = seed
         self.name = name
         self._replicas: dict[str, list[Replica]] = {}
@@ -240,6 +245,8 @@ class TraceMapper:
             "request_id": f"{Path(self.name).stem}-{request.index}",
             "status": "ok",
         }
+        if self._tenants is not None and (tenant := self._tenants.pick(key)):
+            event["tenant"] = tenant
         return split_request(event, replica.gpus)
 
 

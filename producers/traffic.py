@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from producers.tenants import TenantMix
 from schemas.contracts import TOKEN_USAGE_V1, format_ts
 
 __all__ = [
@@ -162,6 +163,7 @@ class TrafficGenerator:
         *,
         id_factory: Callable[[], str] | None = None,
         groups: Mapping[str, Sequence[Sequence[GpuTarget]]] | None = None,
+        tenants: TenantMix | None = None,
     ) -> None:
         if groups is not None:  # the deployment map: only deployed models get traffic
             models = [m for m in models if groups.get(m.name)]
@@ -183,6 +185,7 @@ class TrafficGenerator:
             else {name: [tuple(g) for g in replicas] for name, replicas in groups.items()}
         )
         self._next_replica: dict[str, int] = {}
+        self._tenants = tenants
 
     def _lognormal(self, median: float, sigma: float) -> float:
         return self._rng.lognormvariate(math.log(median), sigma)
@@ -254,4 +257,6 @@ class TrafficGenerator:
         }
         if cached:
             event["cache_read_input_tokens"] = cached
+        if self._tenants is not None and (tenant := self._tenants.pick(event["request_id"])):
+            event["tenant"] = tenant
         return event, group

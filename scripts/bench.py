@@ -51,7 +51,7 @@ from devtools import processes, stack  # noqa: E402
 from devtools.events import gpu_event, token_event  # noqa: E402
 from devtools.ports import free_port  # noqa: E402
 from devtools.waiting import wait_for  # noqa: E402
-from processor.cost import CostModel, PriceBook  # noqa: E402
+from processor.cost import CostModel, OutputWeights, PriceBook  # noqa: E402
 from processor.pricing import Priced, Pricer  # noqa: E402
 from processor.store import MongoStore  # noqa: E402
 from schemas.contracts import decode, kafka_key, validate  # noqa: E402
@@ -773,7 +773,7 @@ class Bench:
         log(f"  naive baseline: one message at a time (insert_one, then commit), {n:,} messages")
         db = self.mongo[self.indexed_db("bench_naive")]["token_usage"]
         # The processor's own event -> document step, one message at a time.
-        pricer = Pricer(CostModel(PriceBook(0.85)), max_message_bytes=65536)
+        pricer = Pricer(CostModel(PriceBook(0.85)), OutputWeights(4.0), max_message_bytes=65536)
         consumer = Consumer(
             {
                 "bootstrap.servers": self.bootstrap,

@@ -207,9 +207,9 @@ while True:
     totals = body.get("totals", {}) if isinstance(body, dict) else {}
     priced = [r for r in rows if r.get("tokens", 0) > 0 and r.get("cost_usd", 0) > 0]
     if status == 200 and priced and totals.get("requests") == want:
-        per_1k = totals.get("cost_per_1k_tokens")
+        per_1m = totals.get("cost_per_1m_tokens")
         print(f"{len(priced)} row(s), requests={want}, tokens={totals['tokens']}, "
-              f"cost_usd={totals['cost_usd']:.6f}, per_1k={per_1k:.6f}")
+              f"cost_usd={totals['cost_usd']:.6f}, ${per_1m:.2f} per 1M tokens")
         sys.exit(0)
     if time.monotonic() >= deadline:
         print(why(status, body) if status != 200 else f"rows={rows[:2]}, totals={totals}")

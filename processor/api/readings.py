@@ -38,7 +38,8 @@ Source = Literal["nvml", "nvidia-smi", "seed"]
 # Storage-only fields of a gpu_metrics document that a client has no use for (_id is shown as
 # event_id).
 INTERNAL_FIELDS: Final = frozenset({"_id", "ts_us", "minute", "hour", "day", "kafka_partition",
-                                    "kafka_offset", "schema"})  # fmt: skip
+                                    "kafka_offset", "schema", "power_samples",
+                                    "energy_samples"})  # fmt: skip
 
 
 class _Reading(BaseModel):
@@ -85,6 +86,15 @@ class StoredReading(_Reading):
     )
     event_price_per_hour_usd: Number | None = Field(
         description="The event's own price_per_hour_usd (null when it carried none)."
+    )
+    energy_delta_j: float | None = Field(
+        None,
+        description="Energy the GPU's counter (energy_total_mj) rose by since the GPU's "
+        "previous, older reading, joules; null without both counters, for a late reading, or "
+        "after a counter reset.",
+    )
+    energy_interval_s: float | None = Field(
+        None, description="Seconds between that previous reading and this one."
     )
 
 

@@ -63,7 +63,7 @@ def test_producer_to_processor_to_api(
         assert report["totals"]["requests"] == 1000
         models = [r for r in report["rows"] if r["group"] != "(idle)"]
         assert len(models) >= 2
-        assert all(r["cost_usd"] > 0 and r["cost_per_1k_tokens"] > 0 for r in models)
+        assert all(r["cost_usd"] > 0 and r["cost_per_1m_tokens"] > 0 for r in models)
         # Seeded GPUs carry their price: every stored cost used the event's price.
         assert mongo_db["token_usage"].count_documents({"price_source": "event"}) == 1000
         processor.stop()

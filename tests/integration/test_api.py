@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterator
 from typing import Any
 
@@ -74,7 +76,7 @@ def loaded(
     events = [
         gpu_event("api-host", GPU, 0, price_per_hour_usd=3.60),
         gpu_event("api-host", GPU, 30, price_per_hour_usd=3.60),
-        token_event("api-host", GPU, 10, 2000, 1000, model="m1", latency_ms=100),
+        token_event("api-host", GPU, 10, 2000, 1000, model="m1", latency_ms=100, tenant="team-a"),
         token_event("api-host", GPU, 20, 500, 500, model="m2", latency_ms=1000),
         gpu_event("api-host", GPU, 61, price_per_hour_usd=3.60),
     ]
@@ -134,33 +136,90 @@ def test_gpu_info_says_why_no_local_gpu_could_be_read(
     assert "nvml: library not found" in local["error"]
 
 
-def test_costs_by_model_split_allocation_by_token_share(loaded: TestClient) -> None:
+def test_costs_by_model_split_allocation_by_weighted_tokens(loaded: TestClient) -> None:
     response = loaded.get("/api/v1/costs", params={**RANGE, "group_by": "model"})
     assert response.status_code == 200, response.text
     rows = {r["group"]: r for r in response.json()["rows"]}
-    # Minute 0 costs 3.60 / 60 = 0.06 $; m1 served 3,000 of its 4,000 tokens.
-    assert rows["m1"]["tokens"] == 3000
-    assert rows["m1"]["cost_usd"] == pytest.approx(0.045)
-    assert rows["m1"]["cost_per_1k_tokens"] == pytest.approx(0.015)
-    assert rows["m2"]["cost_usd"] == pytest.approx(0.015)
-    assert rows["m1"]["p95_latency_ms"] == pytest.approx(100, rel=0.05)
-    assert rows["m2"]["p95_latency_ms"] == pytest.approx(1000, rel=0.05)
+    # By hand, k = 4: minute 0 costs 3.60 / 60 = 0.06 $; m1 weighs 2,000 + 4 x 1,000 = 6,000,
+    # m2 500 + 4 x 500 = 2,500, of 8,500 weighted tokens.
+    m1, m2 = rows["m1"], rows["m2"]
+    assert (m1["tokens"], m1["input_tokens"], m1["output_tokens"]) == (3000, 2000, 1000)
+    assert m1["model"] == "m1"
+    assert m1["cost_usd"] == pytest.approx(0.06 * 6000 / 8500)
+    assert m1["input_cost_usd"] == pytest.approx(0.06 * 2000 / 8500)
+    assert m1["output_cost_usd"] == pytest.approx(0.06 * 4000 / 8500)
+    assert m1["cost_per_1m_tokens"] == pytest.approx(0.06 * 6000 / 8500 / 3000 * 1e6)
+    # One input token: 0.06 / 8,500 $; one output token four times that.
+    assert m1["cost_per_1m_input_tokens"] == pytest.approx(0.06 / 8500 * 1e6)
+    assert m1["cost_per_1m_output_tokens"] == pytest.approx(4 * 0.06 / 8500 * 1e6)
+    assert m2["cost_usd"] == pytest.approx(0.06 * 2500 / 8500)
+    assert m1["p95_latency_ms"] == pytest.approx(100, rel=0.05)
+    assert m2["p95_latency_ms"] == pytest.approx(1000, rel=0.05)
     # Minute 1 reported but served nothing: idle.
     assert rows["(idle)"]["idle_cost_usd"] == pytest.approx(0.06)
     totals = response.json()["totals"]
     assert totals["tokens"] == 4000
+    assert totals["cost_usd"] == pytest.approx(0.12)
     assert totals["idle_cost_usd"] == pytest.approx(0.06)
+    assert totals["idle_share"] == pytest.approx(0.5)
+    assert totals["cost_per_1m_tokens"] == pytest.approx(0.12 / 4000 * 1e6)
+
+
+def test_costs_by_tenant_and_by_tenant_and_model(loaded: TestClient) -> None:
+    by_tenant = loaded.get("/api/v1/costs", params={**RANGE, "group_by": "tenant"}).json()
+    rows = {r["group"]: r for r in by_tenant["rows"]}
+    assert set(rows) == {"team-a", "(unattributed)", "(idle)"}
+    assert rows["team-a"]["tenant"] == "team-a"
+    assert rows["team-a"]["cost_usd"] == pytest.approx(0.06 * 6000 / 8500)
+    assert rows["(unattributed)"]["cost_usd"] == pytest.approx(0.06 * 2500 / 8500)
+    assert rows["(idle)"]["idle_cost_usd"] == pytest.approx(0.06)
+    assert rows["team-a"]["p95_latency_ms"] == pytest.approx(100, rel=0.05)
+
+    combo = loaded.get("/api/v1/costs", params={**RANGE, "group_by": "tenant,model"}).json()
+    assert combo["group_by"] == ["tenant", "model"]
+    pairs = {(r["tenant"], r["model"]): r for r in combo["rows"]}
+    assert set(pairs) == {("team-a", "m1"), ("(unattributed)", "m2"), ("(idle)", "(idle)")}
+    assert pairs[("team-a", "m1")]["group"] == "team-a / m1"
+    assert pairs[("(unattributed)", "m2")]["p95_latency_ms"] == pytest.approx(1000, rel=0.05)
+
+    only = loaded.get("/api/v1/costs", params={**RANGE, "group_by": "model", "tenant": "team-a"})
+    assert [r["group"] for r in only.json()["rows"]] == ["m1"]
+
+
+def test_costs_as_csv_have_the_json_rows(loaded: TestClient) -> None:
+    params = {**RANGE, "group_by": "tenant,model", "granularity": "day"}
+    as_json = loaded.get("/api/v1/costs", params=params).json()
+    for response in (
+        loaded.get("/api/v1/costs", params={**params, "format": "csv"}),
+        loaded.get("/api/v1/costs", params=params, headers={"Accept": "text/csv"}),
+    ):
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("text/csv")
+        assert "attachment" in response.headers["content-disposition"]
+        lines = list(csv.DictReader(io.StringIO(response.text)))
+        assert [(r["tenant"], r["model"]) for r in lines] == [
+            (r["tenant"], r["model"]) for r in as_json["rows"]
+        ]
+        for line, row in zip(lines, as_json["rows"], strict=True):
+            assert float(line["cost_usd"]) == row["cost_usd"]  # full precision
+            assert int(line["tokens"]) == row["tokens"]
+    chosen = loaded.get(
+        "/api/v1/costs", params={**params, "format": "csv", "fields": "model,cost_per_1m_tokens"}
+    )
+    assert chosen.text.splitlines()[0] == "model,cost_per_1m_tokens"
 
 
 def test_costs_by_gpu_and_host(loaded: TestClient) -> None:
     by_gpu = loaded.get("/api/v1/costs", params={**RANGE, "group_by": "gpu", "granularity": "day"})
     (row,) = by_gpu.json()["rows"]
     assert row["group"] == f"api-host/{GPU}"
+    assert row["gpu"] == f"api-host/{GPU}"
     assert row["tokens"] == 4000
     # Per GPU the whole allocation counts, idle included: 0.06 busy + 0.06 idle.
     assert row["cost_usd"] == pytest.approx(0.12)
     assert row["idle_cost_usd"] == pytest.approx(0.06)
-    assert row["cost_per_1k_tokens"] == pytest.approx(0.03)
+    assert row["input_cost_usd"] + row["output_cost_usd"] == pytest.approx(0.06)
+    assert row["cost_per_1m_tokens"] == pytest.approx(30.0)
     by_host = loaded.get("/api/v1/costs", params={**RANGE, "group_by": "host", "host": "api-host"})
     assert [r["group"] for r in by_host.json()["rows"]] == ["api-host"]
 
@@ -169,7 +228,10 @@ def test_costs_by_gpu_and_host(loaded: TestClient) -> None:
     ("params", "name", "reason"),
     [
         # Refused while parsing (FastAPI) ...
-        ({"group_by": "colour"}, "group_by", "'model', 'gpu' or 'host'"),
+        ({"group_by": "colour"}, "group_by", "pattern"),
+        ({"group_by": "model,model"}, "group_by", "given twice"),
+        ({"format": "xml"}, "format", "'json' or 'csv'"),
+        ({"format": "csv", "fields": "model,colour"}, "fields", "unknown CSV field"),
         ({"granularity": "week"}, "granularity", "'minute', 'hour' or 'day'"),
         ({"start": "yesterday"}, "start", "RFC 3339"),
         ({"start": "1700000000"}, "start", "RFC 3339"),  # seconds since the epoch: not RFC 3339
@@ -287,14 +349,14 @@ def test_a_model_filter_keeps_that_models_share_in_every_grouping(
     (row,) = response.json()["rows"]
     expected_group = {"gpu": f"api-host/{GPU}", "host": "api-host", "model": "m1"}[group_by]
     assert row["group"] == expected_group
-    # Minute 0 costs 3.60 / 60 = 0.06 $; m1 served 3,000 of the GPU's 4,000 tokens then.
-    # Minute 1 was idle: it belongs to no model, so it is not part of m1's rows.
+    # Minute 0 costs 3.60 / 60 = 0.06 $; m1 weighed 6,000 of the GPU's 8,500 weighted tokens
+    # then (k = 4). Minute 1 was idle: it belongs to no model, so it is not part of m1's rows.
     assert row["tokens"] == 3000
     assert row["requests"] == 1
-    assert row["cost_usd"] == pytest.approx(0.045)
+    assert row["cost_usd"] == pytest.approx(0.06 * 6000 / 8500)
     assert row["idle_cost_usd"] == 0
     assert row["p95_latency_ms"] == pytest.approx(100, rel=0.05)
-    assert response.json()["totals"]["cost_usd"] == pytest.approx(0.045)
+    assert response.json()["totals"]["cost_usd"] == pytest.approx(0.06 * 6000 / 8500)
 
 
 def test_one_gpus_readings_over_a_range(loaded: TestClient) -> None:

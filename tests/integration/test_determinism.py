@@ -25,8 +25,15 @@ from tests.support.processes import ProcessorProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
+# Every field the cost model or the document builder derives, and the tenant it is billed to.
 COST_FIELDS = ("tokens", "tps", "price_per_hour_usd", "price_source", "cost_per_token", "cost_usd",
+               "output_weight", "weighted_tokens", "weighted_tps", "cost_per_input_token",
+               "cost_per_output_token", "input_cost_usd", "output_cost_usd", "tenant",
                "kafka_partition", "kafka_offset", "minute")  # fmt: skip
+GPU_FIELDS = ("price_per_hour_usd", "price_source", "energy_delta_j", "energy_samples",
+              "energy_interval_s", "power_samples", "minute")  # fmt: skip
+MODELS = ("llama-3.1-8b-instruct", "llama-3.1-70b-instruct")
+TENANTS = ("team-a", "team-b", None)
 
 
 def build_log(seed: int = 7, n_tokens: int = 6000) -> tuple[list[dict[str, Any]], int]:
@@ -35,19 +42,32 @@ def build_log(seed: int = 7, n_tokens: int = 6000) -> tuple[list[dict[str, Any]]
     gpus = [(f"host-{h}", f"GPU-{uuid.UUID(int=rng.getrandbits(128))}") for h in range(2)
             for _ in range(4)]  # fmt: skip
     events: list[dict[str, Any]] = []
+    energy = dict.fromkeys(gpus, 10_000_000)  # mJ counters; every other GPU reports one
     for i, (host, gpu) in enumerate(gpus):
         price = 3.6 if i % 2 else None  # half priced by the event, half by the default
-        events.append(gpu_event(host, gpu, 0, price_per_hour_usd=price, gpu_index=i % 4))
+        events.append(
+            gpu_event(
+                host,
+                gpu,
+                0,
+                price_per_hour_usd=price,
+                gpu_index=i % 4,
+                energy_total_mj=energy[host, gpu] if i % 2 else None,
+            )
+        )
     unique = 0
     for n in range(n_tokens):
         host, gpu = gpus[rng.randrange(len(gpus))]
         at = n * 0.05 + rng.uniform(-3.0, 3.0)  # ~200 s of traffic, out of order by up to 6 s
         event = token_event(host, gpu, at, rng.randint(0, 2000), rng.randint(0, 800),
-                            latency_ms=rng.uniform(50, 4000))  # fmt: skip
+                            latency_ms=rng.uniform(50, 4000), model=MODELS[n % 2],
+                            tenant=TENANTS[n % 3])  # fmt: skip
         events.append(event)
         unique += 1
-        if n % 500 == 250:  # a price change mid-stream
-            events.append(gpu_event(host, gpu, at, price_per_hour_usd=rng.choice([2.0, 4.5])))
+        if n % 500 == 250:  # a price change mid-stream, with an energy reading
+            energy[host, gpu] += rng.randint(1_000_000, 9_000_000)
+            events.append(gpu_event(host, gpu, at, price_per_hour_usd=rng.choice([2.0, 4.5]),
+                                    energy_total_mj=energy[host, gpu]))  # fmt: skip
         if n % 97 == 0:  # a producer duplicate
             events.append(dict(event))
     return events, unique
@@ -90,15 +110,20 @@ def run_env(kafka_bootstrap: str, mongo_url: str, topic: str, db: str) -> dict[s
         "MONGO_DB": db,
         # Small batches: the drain takes long enough for rebalances and a kill to land mid-stream.
         "CONSUME_BATCH_SIZE": "10",
+        # Two models with their own output weights: k travels through the rebuild too.
+        "OUTPUT_TOKEN_WEIGHT": "4",
+        "OUTPUT_TOKEN_WEIGHT_BY_MODEL": '{"llama-3.1-70b-instruct": 2.5}',
         "LOG_LEVEL": "INFO",
     }
 
 
 def stored(client: MongoClient[dict[str, Any]], db: str) -> dict[str, tuple[Any, ...]]:
-    return {
-        d["_id"]: tuple(d[f] for f in COST_FIELDS)
-        for d in client[db]["token_usage"].find({}, {f: 1 for f in COST_FIELDS})
-    }
+    """Every stored document's derived fields, token and GPU alike, keyed by event_id."""
+    out: dict[str, tuple[Any, ...]] = {}
+    for collection, fields in (("token_usage", COST_FIELDS), ("gpu_metrics", GPU_FIELDS)):
+        for d in client[db][collection].find({}, dict.fromkeys(fields, 1)):
+            out[d["_id"]] = tuple(d.get(f) for f in fields)
+    return out
 
 
 def rebuilt_token_events(log: Path) -> int:
@@ -172,7 +197,10 @@ def test_one_replica_three_replicas_and_a_kill_store_identical_costs(
     assert rebuilt_token_events(tmp_path / "killed-2.log") > 0, "restart did not rebuild"
 
     reference = stored(mongo, dbs["one"])
-    assert len(reference) == unique
+    gpu_docs = mongo[dbs["one"]]["gpu_metrics"].count_documents({})
+    assert len(reference) == unique + gpu_docs
+    energy = mongo[dbs["one"]]["gpu_metrics"].count_documents({"energy_delta_j": {"$gt": 0}})
+    assert energy > 0, "no reading carried an energy delta: the energy path went untested"
     for name in ("three", "killed"):
         other = stored(mongo, dbs[name])
         differing = [k for k in reference if reference[k] != other.get(k)]

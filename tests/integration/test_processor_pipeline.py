@@ -80,24 +80,38 @@ def test_known_dataset_is_stored_with_hand_computed_costs(
     wait_for("2 gpu docs", lambda: count(mongo_db, "gpu_metrics") == 2, timeout_s=30)
     docs = {d["_id"][-1]: d for d in mongo_db["token_usage"].find()}
 
+    # By hand, with the default output weight k = 4 (weighted = input + 4 x output):
+    #   1: 5000 + 4x750 = 8000 weighted, alone in its window -> pays the whole 60 s: 0.06 $.
+    #   2: 200 + 4x50 = 400; window holds 1 and 2 = 8400 weighted -> 140/s, so one input token
+    #      costs 0.001/140 $ and e2 costs 400 x 0.001/140; plain tps = (5750 + 250) / 60 = 100.
+    #   3: 60 + 4x40 = 220, alone (61 s after 2's window start) -> 0.06 $.
+    #   4: 500 + 4x100 = 900 at 0.85 $/h, alone -> 0.85/60 $.   5: 1000 + 4x200, alone -> 1.2/60.
     expected = {
-        # id: (tokens, tps, price, price_source, cost_per_token, cost_usd)
-        "1": (5750, 5750 / 60, 3.60, "event", 0.001 / (5750 / 60), 0.06),
-        "2": (250, 100.0, 3.60, "event", 1e-5, 0.0025),
-        "3": (100, 100 / 60, 3.60, "event", 0.001 / (100 / 60), 0.06),
-        "4": (600, 10.0, 0.85, "default", 0.85 / 3600 / 10, 0.85 / 3600 / 10 * 600),
-        "5": (1200, 20.0, 1.20, "price_map", 1.20 / 3600 / 20, 1.20 / 3600 / 20 * 1200),
+        # id: (tokens, tps, price, price_source, weighted tokens, cost_usd)
+        "1": (5750, 5750 / 60, 3.60, "event", 8000, 0.06),
+        "2": (250, 100.0, 3.60, "event", 400, 400 * 0.001 / 140),
+        "3": (100, 100 / 60, 3.60, "event", 220, 0.06),
+        "4": (600, 10.0, 0.85, "default", 900, 0.85 / 60),
+        "5": (1200, 20.0, 1.20, "price_map", 1800, 1.20 / 60),
     }
-    for key, (tokens, tps, price, source, cpt, cost) in expected.items():
+    for key, (tokens, tps, price, source, weighted, cost) in expected.items():
         doc = docs[key]
         assert doc["tokens"] == tokens
         assert doc["tps"] == pytest.approx(tps, rel=1e-12)
         assert doc["price_per_hour_usd"] == price
         assert doc["price_source"] == source
-        assert doc["cost_per_token"] == pytest.approx(cpt, rel=1e-12)
+        assert (doc["output_weight"], doc["weighted_tokens"]) == (4.0, weighted)
         assert doc["cost_usd"] == pytest.approx(cost, rel=1e-12)
+        assert doc["cost_per_token"] == pytest.approx(cost / tokens, rel=1e-12)
+        per_input = cost / weighted
+        assert doc["input_cost_usd"] == pytest.approx(per_input * doc["input_tokens"], rel=1e-12)
+        assert doc["output_cost_usd"] == pytest.approx(
+            per_input * 4 * doc["output_tokens"], rel=1e-12
+        )
         assert doc["minute"] == doc["ts_us"] // 60_000_000
-    assert docs["2"]["cost_per_token"] == pytest.approx(1e-5, rel=1e-12)
+    assert docs["2"]["weighted_tps"] == pytest.approx(140.0, rel=1e-12)
+    assert docs["2"]["cost_per_input_token"] == pytest.approx(0.001 / 140, rel=1e-12)
+    assert docs["2"]["cost_per_output_token"] == pytest.approx(0.004 / 140, rel=1e-12)
     readings = {d["gpu_uuid"]: d for d in mongo_db["gpu_metrics"].find()}
     assert readings[A100]["price_per_hour_usd"] == 3.60
     assert readings[RTX]["price_source"] == "price_map"

@@ -13,7 +13,7 @@ from devtools.events import gpu_event
 from processor.api.problems import PROBLEM_MEDIA_TYPE
 from processor.api.readings import INTERNAL_FIELDS, GpuMetricsEvent, StoredReading, reading_out
 from processor.app import create_app
-from processor.cost import PRICE_SOURCES
+from processor.cost import PRICE_SOURCES, ReadingPrice
 from processor.documents import gpu_metrics_doc
 from processor.settings import ProcessorSettings
 from schemas.contracts import GPU_METRICS_V1, epoch_us, load_schema, parse_ts, validation_errors
@@ -23,7 +23,9 @@ CONTRACT: Final = load_schema(GPU_METRICS_V1)
 # How a stored reading, as the API shows it, differs from the contract, on purpose (the
 # docstring of processor/api/readings.py explains each). Anything else is drift.
 STORED_DROPS: Final = {"schema"}
-STORED_ADDS: Final = {"gpu_key", "price_source", "event_price_per_hour_usd"}
+STORED_ADDS: Final = {
+    "gpu_key", "price_source", "event_price_per_hour_usd", "energy_delta_j", "energy_interval_s",
+}  # fmt: skip
 
 
 def _kind(prop: dict[str, Any]) -> tuple[frozenset[str], frozenset[Any] | None, Any, Any]:
@@ -83,7 +85,11 @@ def test_a_stored_reading_is_the_contract_with_the_resolved_price() -> None:
     assert kinds["price_per_hour_usd"] == (frozenset({"number"}), None, None, None)
     assert kinds["price_source"][1] == frozenset(PRICE_SOURCES)
     assert kinds["gpu_key"][0] == frozenset({"string"})
-    assert required == contract_required - STORED_DROPS | STORED_ADDS | {"price_per_hour_usd"}
+    # The energy fields are optional: documents stored before they existed lack them.
+    optional_adds = {"energy_delta_j", "energy_interval_s"}
+    assert required == (
+        contract_required - STORED_DROPS | STORED_ADDS - optional_adds | {"price_per_hour_usd"}
+    )
 
 
 def _full_event() -> dict[str, Any]:
@@ -100,7 +106,7 @@ def test_the_api_shows_every_stored_field_and_only_those() -> None:
         event,
         gpu_key="host-a/GPU-1",
         ts_us=epoch_us(parse_ts(event["ts"])),
-        price=(2.5, "event"),
+        price=ReadingPrice(2.5, "event"),
         partition=3,
         offset=7,
     )
@@ -127,7 +133,7 @@ def test_optional_fields_the_event_lacked_stay_absent() -> None:
         event,
         gpu_key="host-a/GPU-1",
         ts_us=epoch_us(parse_ts(event["ts"])),
-        price=(1.0, "default"),
+        price=ReadingPrice(1.0, "default"),
         partition=0,
         offset=0,
     )

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from processor.cost import CostModel, PriceBook, TokenCost, cost_per_token
+from processor.cost import (
+    CostModel,
+    OutputWeights,
+    PriceBook,
+    TokenCost,
+    cost_per_token,
+    weight_milli,
+)
 
 S = 1_000_000  # µs per second
 T0 = 1_750_000_000 * S  # an arbitrary epoch timestamp in µs
@@ -35,7 +42,7 @@ def model(
 def test_worked_example() -> None:
     """3.60 $/h, 6,000 tokens in the 60 s up to e -> tps 100 -> 1e-5 $/token -> 0.0025 $."""
     m = model()
-    assert m.on_gpu_metrics(GPU, A100, 3.60, event_id="r", ts_us=T0) == (3.6, "event")
+    assert m.on_gpu_metrics(GPU, A100, 3.60, event_id="r", ts_us=T0).price == (3.6, "event")
     # 5,750 tokens earlier in the window, then e itself with 250: 6,000 in (e.ts - 60 s, e.ts].
     for i in range(23):
         m.on_token_usage(GPU, f"before-{i}", T0 + i * S, 250)
@@ -85,7 +92,8 @@ def test_zero_tokens_has_no_cost_per_token() -> None:
     m.on_token_usage(GPU, "e2", T0 + S, 60)
     cost = m.on_token_usage(GPU, "e3", T0 + 2 * S, 0)
     assert cost.tps == 1.0
-    assert cost.cost_per_token is not None
+    assert cost.cost_per_token is None  # a blend over no tokens
+    assert cost.cost_per_input_token == pytest.approx(0.85 / 3600 / 1.0, rel=1e-12)
     assert cost.cost_usd == 0.0
 
 
@@ -160,7 +168,7 @@ def test_price_change_mid_stream() -> None:
     assert (second.price_per_hour_usd, second.price_source) == (7.2, "event")
     assert second.cost_per_token == pytest.approx((7.2 / 3600) / 3.0, rel=1e-12)
     # A later reading without a price of its own falls back to the map / default again.
-    assert m.on_gpu_metrics(GPU, A100, None, event_id="r3", ts_us=T0 + 5 * S // 2) == (
+    assert m.on_gpu_metrics(GPU, A100, None, event_id="r3", ts_us=T0 + 5 * S // 2).price == (
         0.85,
         "default",
     )
@@ -176,7 +184,7 @@ def test_a_redelivered_reading_does_not_change_the_price() -> None:
     m.on_gpu_metrics(GPU, A100, 2.0, event_id="B", ts_us=T0 + 2 * S)
     assert m.on_token_usage(GPU, "t2", T0 + 3 * S, 60).price_per_hour_usd == 2.0
     # The redelivered reading still reports its own resolved price (for its document) ...
-    assert m.on_gpu_metrics(GPU, A100, 1.0, event_id="A", ts_us=T0) == (1.0, "event")
+    assert m.on_gpu_metrics(GPU, A100, 1.0, event_id="A", ts_us=T0).price == (1.0, "event")
     # ... but the GPU keeps the latest one's: 2.0 $/h over 180 tokens in 60 s.
     last = m.on_token_usage(GPU, "t3", T0 + 4 * S, 60)
     assert last.price_per_hour_usd == 2.0
@@ -203,14 +211,19 @@ def test_a_token_event_under_a_retained_id_leaves_the_state_alone() -> None:
 
 def test_price_map_by_gpu_name_and_default() -> None:
     m = model(default=0.85, by_name={A100: 3.2, "NVIDIA H100 80GB HBM3": 0.0})
-    assert m.on_gpu_metrics("h/g1", A100, None, event_id="r", ts_us=T0) == (3.2, "price_map")
-    assert m.on_gpu_metrics("h/g2", "NVIDIA L4", None, event_id="r", ts_us=T0) == (0.85, "default")
-    assert m.on_gpu_metrics("h/g3", None, None, event_id="r", ts_us=T0) == (0.85, "default")
-    assert m.on_gpu_metrics("h/g4", "NVIDIA H100 80GB HBM3", None, event_id="r", ts_us=T0) == (
+    assert m.on_gpu_metrics("h/g1", A100, None, event_id="r", ts_us=T0).price == (3.2, "price_map")
+    assert m.on_gpu_metrics("h/g2", "NVIDIA L4", None, event_id="r", ts_us=T0).price == (
+        0.85,
+        "default",
+    )
+    assert m.on_gpu_metrics("h/g3", None, None, event_id="r", ts_us=T0).price == (0.85, "default")
+    assert m.on_gpu_metrics(
+        "h/g4", "NVIDIA H100 80GB HBM3", None, event_id="r", ts_us=T0
+    ).price == (
         0.0,
         "price_map",
     )
-    assert m.on_gpu_metrics("h/g5", A100, 1.5, event_id="r", ts_us=T0) == (
+    assert m.on_gpu_metrics("h/g5", A100, 1.5, event_id="r", ts_us=T0).price == (
         1.5,
         "event",
     )  # the event wins
@@ -446,7 +459,9 @@ def seeded_stream(n: int = 5_000, seed: int = 20_240_601) -> list[Event]:
 
 def apply(m: CostModel, e: Event) -> TokenCost | tuple[float, str]:
     if e.kind == "gpu":
-        return m.on_gpu_metrics(e.gpu_key, e.gpu_name, e.price, event_id=e.event_id, ts_us=e.ts_us)
+        return m.on_gpu_metrics(
+            e.gpu_key, e.gpu_name, e.price, event_id=e.event_id, ts_us=e.ts_us
+        ).price
     return m.on_token_usage(e.gpu_key, e.event_id, e.ts_us, e.tokens)
 
 
@@ -490,3 +505,91 @@ def test_rebuild_equals_uninterrupted_run(window_s: float, lateness_s: float) ->
         fresh = rebuild(events, cut, window_s, lateness_s)
         for e in events[cut:]:
             assert apply(fresh, e) == results[e.offset], (cut, e)
+
+
+# -- output weight (k): one output token costs k input tokens -------------------------------
+
+
+def test_output_weight_worked_example() -> None:
+    """By hand: price 3.60 $/h = 0.001 $/s, k = 4, W = 60 s.
+
+    Event a: 1,000 input + 500 output -> weighted 1,000 + 4 x 500 = 3,000.
+    Event b (10 s later): 200 input + 100 output -> weighted 600; window = 3,600 weighted
+    tokens -> weighted_tps = 60 -> one input token costs 0.001 / 60 = 1/60,000 $, an output
+    token 4/60,000 $. b: input 200/60,000 = 0.00333... $, output 400/60,000 = 0.00666... $,
+    total 0.01 $ over 300 tokens -> blended 1/30,000 $ per token. Plain tps = 1,800 / 60 = 30.
+    """
+    m = model(default=3.6)
+    m.on_token_usage(GPU, "a", T0, 1_000, 500, output_weight=4.0)
+    b = m.on_token_usage(GPU, "b", T0 + 10 * S, 200, 100, output_weight=4.0)
+    assert b.weighted_tokens == 600.0
+    assert b.weighted_tps == 60.0
+    assert b.tps == 30.0
+    assert b.cost_per_input_token == pytest.approx(1 / 60_000, rel=1e-12)
+    assert b.cost_per_output_token == pytest.approx(4 / 60_000, rel=1e-12)
+    assert b.input_cost_usd == pytest.approx(200 / 60_000, rel=1e-12)
+    assert b.output_cost_usd == pytest.approx(400 / 60_000, rel=1e-12)
+    assert b.cost_usd == pytest.approx(0.01, rel=1e-12)
+    assert b.cost_per_token == pytest.approx(1 / 30_000, rel=1e-12)
+    assert b.output_weight == 4.0
+
+
+def test_weight_one_is_the_plain_token_model() -> None:
+    """k = 1: weighted tokens are tokens, so the cost is that of the round-1 model."""
+    plain, weighted = model(default=3.6), model(default=3.6)
+    a = plain.on_token_usage(GPU, "a", T0, 6_000)
+    b = weighted.on_token_usage(GPU, "a", T0, 2_000, 4_000, output_weight=1.0)
+    assert (a.tps, a.cost_usd, a.cost_per_token) == (b.tps, b.cost_usd, b.cost_per_token)
+    assert a.cost_per_token == pytest.approx(0.001 / 100)
+
+
+def test_fractional_weights_are_exact_in_the_window() -> None:
+    """k = 2.5 (thousandths are exact ints): 3 x (1 + 2.5 x 1) = 10.5 weighted tokens."""
+    m = model(default=3.6, window_s=1.0)
+    for i in range(3):
+        last = m.on_token_usage(GPU, f"e{i}", T0 + i, 1, 1, output_weight=2.5)
+    assert last.weighted_tps == 10.5
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, 1000.5, math.nan, math.inf, 1.0001, True, "4"])
+def test_bad_output_weights_are_refused(bad: object) -> None:
+    with pytest.raises(ValueError, match="output weight"):
+        weight_milli(bad)  # type: ignore[arg-type]
+
+
+def test_output_weights_per_model_override_the_default() -> None:
+    weights = OutputWeights(4.0, {"llama-3.1-70b-instruct": 6.0})
+    assert weights.of("llama-3.1-70b-instruct") == 6.0
+    assert weights.of("anything-else") == 4.0
+    with pytest.raises(ValueError, match="'m': an output weight"):
+        OutputWeights(4.0, {"m": 0.0})
+
+
+# -- energy counter deltas --------------------------------------------------------------------
+
+
+def test_energy_delta_between_consecutive_readings() -> None:
+    """By hand: counter 1,000,000 mJ then 1,700,000 mJ 2 s later -> 700 J over 2 s (350 W)."""
+    m = model()
+    first = m.on_gpu_metrics(GPU, A100, None, event_id="r1", ts_us=T0, energy_total_mj=1_000_000)
+    assert first.energy_delta_j is None  # nothing to measure against yet
+    second = m.on_gpu_metrics(
+        GPU, A100, None, event_id="r2", ts_us=T0 + 2 * S, energy_total_mj=1_700_000
+    )
+    assert (second.energy_delta_j, second.energy_interval_s) == (700.0, 2.0)
+    # Late (older) and redelivered readings measure nothing and move nothing.
+    late = m.on_gpu_metrics(GPU, A100, None, event_id="r0", ts_us=T0 + S, energy_total_mj=1_300_000)
+    assert late.energy_delta_j is None
+    again = m.on_gpu_metrics(
+        GPU, A100, None, event_id="r2", ts_us=T0 + 2 * S, energy_total_mj=1_700_000
+    )
+    assert again.energy_delta_j is None
+    third = m.on_gpu_metrics(
+        GPU, A100, None, event_id="r3", ts_us=T0 + 3 * S, energy_total_mj=1_900_000
+    )
+    assert third.energy_delta_j == 200.0
+    # A counter that went backwards (driver reset) gives no delta; the next one counts again.
+    reset = m.on_gpu_metrics(GPU, A100, None, event_id="r4", ts_us=T0 + 4 * S, energy_total_mj=5)
+    assert reset.energy_delta_j is None
+    after = m.on_gpu_metrics(GPU, A100, None, event_id="r5", ts_us=T0 + 5 * S, energy_total_mj=505)
+    assert after.energy_delta_j == 0.5

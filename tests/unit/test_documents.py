@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from devtools.events import gpu_event, token_event
-from processor.cost import TokenCost
+from processor.cost import ReadingPrice, TokenCost
 from processor.documents import gpu_metrics_doc, time_buckets, token_usage_doc
 from schemas.contracts import epoch_us, format_ts, from_epoch_us, parse_ts
 
@@ -46,7 +46,12 @@ def test_time_buckets_are_epoch_minute_hour_day() -> None:
 def test_token_doc_carries_cost_and_provenance() -> None:
     event = token_event("h", "GPU-1", 0, 200, 50, model="通义千问-72B", latency_ms=812.0)
     event["request_id"] = "r-1"
-    cost = TokenCost(250, 100.0, 3.6, "event", 1e-5, 0.0025)
+    cost = TokenCost(
+        tokens=250, tps=100.0, price_per_hour_usd=3.6, price_source="event",
+        cost_per_token=1e-5, cost_usd=0.0025, input_tokens=200, output_tokens=50,
+        output_weight=4.0, weighted_tokens=400.0, weighted_tps=160.0,
+        cost_per_input_token=6.25e-6, input_cost_usd=0.00125, output_cost_usd=0.00125,
+    )  # fmt: skip
     doc = token_usage_doc(
         event, gpu_key="h/GPU-1", ts_us=to_ts_us(event["ts"]), cost=cost, partition=7, offset=42
     )
@@ -59,6 +64,9 @@ def test_token_doc_carries_cost_and_provenance() -> None:
     assert doc["tokens"] == 250
     assert doc["cost_per_token"] == 1e-5
     assert doc["cost_usd"] == 0.0025
+    assert (doc["input_cost_usd"], doc["output_cost_usd"]) == (0.00125, 0.00125)
+    assert (doc["output_weight"], doc["weighted_tokens"]) == (4.0, 400.0)
+    assert doc["cost_per_output_token"] == 2.5e-5
     assert doc["latency_bucket_ms"] == pytest.approx(812.0, rel=0.05)
     assert doc["latency_bucket_ms"] >= 812.0
     assert "ttft_ms" not in doc  # optional fields absent from the event stay absent
@@ -70,7 +78,7 @@ def test_gpu_doc_keeps_the_events_own_price_apart_from_the_resolved_one() -> Non
         event,
         gpu_key="h/GPU-1",
         ts_us=to_ts_us(event["ts"]),
-        price=(1.2, "price_map"),
+        price=ReadingPrice(1.2, "price_map"),
         partition=0,
         offset=0,
     )
@@ -78,12 +86,14 @@ def test_gpu_doc_keeps_the_events_own_price_apart_from_the_resolved_one() -> Non
     assert (doc["price_per_hour_usd"], doc["price_source"]) == (1.2, "price_map")
     assert doc["unsupported_fields"] == ["temperature_gpu_c", "clock_sm_mhz"]
     assert doc["temperature_gpu_c"] is None
+    assert doc["power_samples"] == 1
+    assert doc["energy_delta_j"] is None
     priced = gpu_event("h", "GPU-1", 0, price_per_hour_usd=3.6)
     doc = gpu_metrics_doc(
         priced,
         gpu_key="h/GPU-1",
         ts_us=to_ts_us(priced["ts"]),
-        price=(3.6, "event"),
+        price=ReadingPrice(3.6, "event"),
         partition=0,
         offset=1,
     )

@@ -167,3 +167,31 @@ def test_cli_reports_a_deployment_that_does_not_fit_the_gpus(
     assert "producers: 2 invalid settings:\n" in err
     assert "  PRODUCER_DEPLOYMENT (--deployment)['b']: GPU 0 already serves 'a'\n" in err
     assert "  PRODUCER_DEPLOYMENT (--deployment)['c']: GPU 99 is not on this host (GPUs: " in err
+
+
+def test_replayed_requests_are_billed_to_the_same_tenant_on_every_gpu_and_replay(
+    tmp_path: Path,
+) -> None:
+    from producers.tenants import TenantMix
+
+    path = write(tmp_path, HEADER + ROWS)
+    mix = TenantMix.parse("team-a:1,team-b:1,-:1")
+    events = [
+        list(
+            AzureTraceReplay(
+                scan_azure_trace(path),
+                TraceMapper(HOST, [BIG, SMALL], [(BIG.model, 1.0)], name=path.name, tenants=mix),
+                timedelta(0),
+            ).items()
+        )
+        for _ in range(2)
+    ]
+    assert events[0] == events[1]
+    by_request: dict[str, set[str | None]] = {}
+    for event, _ in events[0]:
+        validate(dict(event))
+        by_request.setdefault(event["request_id"], set()).add(event.get("tenant"))
+    # Both GPUs of the tensor-parallel replica carry the request's one tenant.
+    assert all(len(tenants) == 1 for tenants in by_request.values())
+    key = f"{HOST}/{path.name}/0/0"
+    assert by_request[f"{path.stem}-0"] == {mix.pick(key)}

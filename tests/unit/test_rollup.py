@@ -68,10 +68,10 @@ def test_allocation_split_by_token_share() -> None:
     assert llama.cost_usd == pytest.approx(minute_cost * 0.75, rel=1e-12)
     assert mistral.cost_usd == pytest.approx(minute_cost * 0.25, rel=1e-12)
     assert (llama.tokens, llama.requests, mistral.tokens, mistral.requests) == (750, 3, 250, 1)
-    assert llama.throughput_cost_usd == 0.5
-    assert mistral.throughput_cost_usd == 0.25
+    assert llama.throughput_estimate_usd == 0.5
+    assert mistral.throughput_estimate_usd == 0.25
     assert llama.idle_cost_usd == mistral.idle_cost_usd == 0.0
-    assert llama.cost_per_1k_tokens == pytest.approx(minute_cost * 0.75 / 750 * 1000, rel=1e-12)
+    assert llama.cost_per_1m_tokens == pytest.approx(minute_cost * 0.75 / 750 * 1e6, rel=1e-12)
     assert llama.p95_latency_ms is None
     assert llama.period_start_minute == M0
 
@@ -84,7 +84,7 @@ def test_idle_minutes_by_model_gpu_and_host() -> None:
     idle, llama = by_model
     assert idle.idle_cost_usd == pytest.approx(3.6 / 60 + 1.2 / 60, rel=1e-12)
     assert idle.cost_usd == idle.idle_cost_usd
-    assert (idle.tokens, idle.requests, idle.cost_per_1k_tokens) == (0, 0, None)
+    assert (idle.tokens, idle.requests, idle.cost_per_1m_tokens) == (0, 0, None)
     assert llama.cost_usd == pytest.approx(3.6 / 60, rel=1e-12)
     assert llama.idle_cost_usd == 0.0
 
@@ -93,7 +93,7 @@ def test_idle_minutes_by_model_gpu_and_host() -> None:
     assert gpu_row.cost_usd == pytest.approx(2 * 3.6 / 60 + 1.2 / 60, rel=1e-12)
     assert gpu_row.idle_cost_usd == pytest.approx(3.6 / 60 + 1.2 / 60, rel=1e-12)
     assert gpu_row.tokens == 100
-    assert gpu_row.cost_per_1k_tokens == pytest.approx(gpu_row.cost_usd * 10, rel=1e-12)
+    assert gpu_row.cost_per_1m_tokens == pytest.approx(gpu_row.cost_usd * 10_000, rel=1e-12)
 
     (host_row,) = allocate(gpus, tokens, "host", "hour")
     assert host_row.group == "h1"
@@ -114,9 +114,9 @@ def test_a_model_filter_keeps_its_share_of_each_gpu_minute_in_every_grouping() -
         rows = allocate(gpus, tokens, group_by, "hour", model="llama")  # type: ignore[arg-type]
         assert [(r.group, r.tokens, r.requests) for r in rows] == [(group, 300, 2)], group_by
         assert rows[0].cost_usd == pytest.approx(0.045, rel=1e-12)
-        assert rows[0].throughput_cost_usd == 0.03
+        assert rows[0].throughput_estimate_usd == 0.03
         assert rows[0].idle_cost_usd == 0.0
-        assert rows[0].cost_per_1k_tokens == pytest.approx(0.15, rel=1e-12)
+        assert rows[0].cost_per_1m_tokens == pytest.approx(150.0, rel=1e-12)
     assert allocate(gpus, tokens, "gpu", "hour", model="nobody") == []
 
 
@@ -125,7 +125,7 @@ def test_a_minute_with_only_zero_token_requests_is_idle() -> None:
     assert [(r.group, r.requests, r.tokens) for r in rows] == [(IDLE_GROUP, 0, 0), ("llama", 2, 0)]
     assert rows[0].idle_cost_usd == pytest.approx(6.0 / 60, rel=1e-12)
     assert rows[1].cost_usd == 0.0
-    assert rows[1].cost_per_1k_tokens is None
+    assert rows[1].cost_per_1m_tokens is None
 
 
 def test_price_from_readings_else_from_token_events() -> None:
@@ -162,7 +162,7 @@ def test_hour_and_day_bucketing() -> None:
         (M0 + 1440, 100),
     ]
     assert hours[0].cost_usd == pytest.approx(2 * 3.6 / 60, rel=1e-12)
-    assert hours[0].throughput_cost_usd == pytest.approx(0.002, rel=1e-12)
+    assert hours[0].throughput_estimate_usd == pytest.approx(0.002, rel=1e-12)
     days = allocate(gpus, tokens, "model", "day")
     assert [(r.period_start_minute, r.tokens, r.requests) for r in days] == [
         (M0, 400, 4),
@@ -310,3 +310,131 @@ def test_percentile_error_is_under_5_percent() -> None:
         estimate = percentile_from_buckets(hist, q)
         assert estimate is not None
         assert true <= estimate < true * 1.05
+
+
+# -- weighted tokens, tenants, energy: worked examples computed by hand ----------------------
+
+
+def tok(
+    gpu: str,
+    minute: int,
+    model: str,
+    inp: int,
+    out: int,
+    *,
+    tenant: str | None = None,
+    k: float = 4.0,
+    price: float = 3.6,
+) -> TokenMinute:
+    host = gpu.split("/")[0]
+    return TokenMinute(
+        gpu, host, model, minute, inp + out, 1, 0.0, price,
+        tenant=tenant, input_tokens=inp, output_tokens=out, output_weight=k,
+    )  # fmt: skip
+
+
+def test_output_weight_splits_the_minute_by_weighted_tokens() -> None:
+    """3.60 $/h -> 0.06 $ for the minute. k = 4: a = 1,000 in + 500 out = 3,000 weighted;
+    b = 1,000 in + 0 out = 1,000. a gets 0.06 x 3/4 = 0.045 $: input 0.06 x 1,000/4,000 =
+    0.015 $, output 0.06 x 2,000/4,000 = 0.03 $. One input token costs 0.06 / 4,000 $ =
+    $15 / 1M, one output token $60 / 1M; b pays 0.015 $ for 1,000 input tokens: $15 / 1M."""
+    rows = by_group(
+        allocate(
+            [gm(G1, M0)],
+            [tok(G1, M0, "a", 1000, 500), tok(G1, M0, "b", 1000, 0)],
+            "model",
+            "minute",
+        )
+    )
+    a, b = rows["a"], rows["b"]
+    assert a.cost_usd == pytest.approx(0.045, rel=1e-12)
+    assert a.input_cost_usd == pytest.approx(0.015, rel=1e-12)
+    assert a.output_cost_usd == pytest.approx(0.03, rel=1e-12)
+    assert a.cost_per_1m_input_tokens == pytest.approx(15.0, rel=1e-12)
+    assert a.cost_per_1m_output_tokens == pytest.approx(60.0, rel=1e-12)
+    assert a.cost_per_1m_tokens == pytest.approx(0.045 / 1500 * 1e6, rel=1e-12)  # $30 / 1M
+    assert b.cost_usd == pytest.approx(0.015, rel=1e-12)
+    assert b.cost_per_1m_input_tokens == pytest.approx(15.0, rel=1e-12)
+    assert b.cost_per_1m_output_tokens is None  # no output tokens
+
+
+def test_each_row_keeps_its_own_k() -> None:
+    """k = 2 for a, k = 1 for b: a = 100 + 2 x 100 = 300, b = 100 + 100 = 200 of 500."""
+    rows = by_group(
+        allocate(
+            [gm(G1, M0)],
+            [tok(G1, M0, "a", 100, 100, k=2), tok(G1, M0, "b", 100, 100, k=1)],
+            "model",
+            "minute",
+        )
+    )
+    assert rows["a"].cost_usd == pytest.approx(0.06 * 300 / 500, rel=1e-12)
+    assert rows["b"].cost_usd == pytest.approx(0.06 * 200 / 500, rel=1e-12)
+
+
+def test_tenant_split_with_idle_minutes() -> None:
+    """Minute 0 (3.60 $/h, 0.06 $): acme 600 in + 100 out = 1,000 weighted, beta 200 + 50 =
+    400, no tenant 100 + 25 = 200; of 1,600. Minute 1: reported, no tokens: idle 0.06 $.
+    acme 0.06 x 1,000/1,600 = 0.0375 $, beta 0.015 $, (unattributed) 0.0075 $, (idle) 0.06 $."""
+    gpus = [gm(G1, M0), gm(G1, M0 + 1)]
+    tokens = [
+        tok(G1, M0, "llama", 600, 100, tenant="acme"),
+        tok(G1, M0, "llama", 200, 50, tenant="beta"),
+        tok(G1, M0, "mistral", 100, 25),
+    ]
+    rows = by_group(allocate(gpus, tokens, "tenant", "hour"))
+    assert set(rows) == {"acme", "beta", "(unattributed)", IDLE_GROUP}
+    assert rows["acme"].cost_usd == pytest.approx(0.0375, rel=1e-12)
+    assert rows["beta"].cost_usd == pytest.approx(0.015, rel=1e-12)
+    assert rows["(unattributed)"].cost_usd == pytest.approx(0.0075, rel=1e-12)
+    assert rows[IDLE_GROUP].cost_usd == rows[IDLE_GROUP].idle_cost_usd == pytest.approx(0.06)
+    assert rows["acme"].idle_cost_usd == 0.0
+    assert math.fsum(r.cost_usd for r in rows.values()) == pytest.approx(0.12, rel=1e-12)
+
+    combo = allocate(gpus, tokens, ("tenant", "model"), "hour")
+    assert [(r.group, dict(r.dims)) for r in combo] == [
+        ("(idle) / (idle)", {"tenant": "(idle)", "model": "(idle)"}),
+        ("(unattributed) / mistral", {"tenant": "(unattributed)", "model": "mistral"}),
+        ("acme / llama", {"tenant": "acme", "model": "llama"}),
+        ("beta / llama", {"tenant": "beta", "model": "llama"}),
+    ]
+    (gpu_row,) = allocate(gpus, tokens, ("host", "gpu"), "hour")
+    assert dict(gpu_row.dims) == {"host": "h1", "gpu": G1}
+    assert gpu_row.idle_cost_usd == pytest.approx(0.06, rel=1e-12)
+    only_acme = allocate(gpus, tokens, "model", "hour", tenant="acme")
+    assert [(r.group, r.tokens) for r in only_acme] == [("llama", 700)]
+    assert only_acme[0].cost_usd == pytest.approx(0.0375, rel=1e-12)
+
+
+def test_energy_from_sparse_power_readings() -> None:
+    """Mean power x 60 s. Minute 0: two readings of 300 W and 100 W -> 200 W x 60 s =
+    12,000 J, split like the cost (a 3,000 of 4,000 weighted -> 9,000 J). Minute 1: one
+    reading of 400 W, idle -> 24,000 J to (idle). Minute 2: a reading without power -> none."""
+    gpus = [
+        GpuMinute(G1, "h1", M0, 7.2, 2, power_sum_w=400.0, power_samples=2),
+        GpuMinute(G1, "h1", M0 + 1, 3.6, 1, power_sum_w=400.0, power_samples=1),
+        GpuMinute(G1, "h1", M0 + 2, 3.6, 1, power_sum_w=0.0, power_samples=0),
+    ]
+    tokens = [tok(G1, M0, "a", 1000, 500), tok(G1, M0, "b", 1000, 0)]
+    rows = by_group(allocate(gpus, tokens, "model", "hour"))
+    assert rows["a"].energy_j == pytest.approx(9_000.0, rel=1e-12)
+    assert rows["b"].energy_j == pytest.approx(3_000.0, rel=1e-12)
+    assert rows[IDLE_GROUP].energy_j == pytest.approx(24_000.0, rel=1e-12)
+    assert rows["a"].energy_kwh == pytest.approx(9_000 / 3.6e6, rel=1e-12)
+    # 9,000 J = 0.0025 kWh over 1,500 tokens -> 1.6667 kWh per 1M tokens.
+    assert rows["a"].energy_kwh_per_1m_tokens == pytest.approx(0.0025 / 1500 * 1e6, rel=1e-12)
+
+
+def test_energy_counter_deltas_win_when_every_reading_has_one() -> None:
+    """Minute 0: 2 readings, both with counter deltas (700 J + 500 J) -> 1,200 J (not mean
+    power 250 W x 60 = 15,000 J). Minute 1: 2 readings but only one delta -> mean power."""
+    gpus = [
+        GpuMinute(G1, "h1", M0, 7.2, 2, power_sum_w=500.0, power_samples=2,
+                  energy_delta_j=1_200.0, energy_deltas=2),
+        GpuMinute(G1, "h1", M0 + 1, 7.2, 2, power_sum_w=500.0, power_samples=2,
+                  energy_delta_j=700.0, energy_deltas=1),
+    ]  # fmt: skip
+    (row,) = allocate(gpus, [], "gpu", "minute")[:1]
+    assert row.energy_j == pytest.approx(1_200.0, rel=1e-12)
+    second = allocate(gpus, [], "gpu", "minute")[1]
+    assert second.energy_j == pytest.approx(250.0 * 60, rel=1e-12)
