@@ -38,6 +38,7 @@ _GPU_FIELDS: Final = (
 _TOKEN_FIELDS: Final = (
     "host", "gpu_uuid", "gpu_index", "model", "input_tokens", "output_tokens", "latency_ms",
     "request_id", "ttft_ms", "cache_read_input_tokens", "status", "tenant", "user",
+    "tp_rank", "tp_size",
 )  # fmt: skip
 
 
@@ -103,6 +104,10 @@ def token_usage_doc(
     doc["tps"] = cost.tps
     doc["price_per_hour_usd"] = cost.price_per_hour_usd
     doc["price_source"] = cost.price_source
+    # A tensor-parallel request is one event per GPU: ranks > 0 do not count it again. Stored
+    # as 1/0 so that a $sum (FerretDB has no $cond) subtracts them, and older documents
+    # without the field count as a request each.
+    doc["tp_follower"] = 1 if event.get("tp_rank", 0) > 0 else 0
     doc["output_weight"] = cost.output_weight
     doc["weighted_tokens"] = cost.weighted_tokens
     doc["weighted_tps"] = cost.weighted_tps

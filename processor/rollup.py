@@ -51,7 +51,8 @@ Dimension = Literal["model", "tenant", "gpu", "host"]
 DIMENSIONS: Final[tuple[Dimension, ...]] = get_args(Dimension)
 # A single dimension, the common case (kept as a name for the API's parameter type).
 GroupBy = Dimension
-Granularity = Literal["minute", "hour", "day"]
+# "all": one bucket for the whole queried window (it starts at the window's first minute).
+Granularity = Literal["minute", "hour", "day", "all"]
 
 GRANULARITY_MINUTES: Final[Mapping[str, int]] = {"minute": 1, "hour": 60, "day": 1440}
 # The stored document field each grouping reads.
@@ -176,11 +177,14 @@ def _per_1m(amount: float, tokens: int) -> float | None:
     return amount / tokens * 1_000_000 if tokens else None
 
 
-def period_start_minute(minute: int, granularity: Granularity) -> int:
-    """Start of the minute/hour/day (UTC) bucket holding an epoch minute, as epoch minute."""
+def period_start_minute(minute: int, granularity: Granularity, origin_minute: int = 0) -> int:
+    """Start of the minute/hour/day (UTC) bucket holding an epoch minute, as epoch minute;
+    with ``"all"``, ``origin_minute`` (the window's first minute: one bucket for all)."""
+    if granularity == "all":
+        return origin_minute
     size = GRANULARITY_MINUTES.get(granularity)
     if size is None:
-        raise ValueError(f"granularity must be one of {tuple(GRANULARITY_MINUTES)}")
+        raise ValueError(f"granularity must be one of {(*GRANULARITY_MINUTES, 'all')}")
     return minute - minute % size
 
 
@@ -248,6 +252,7 @@ def allocate(
     *,
     model: str | None = None,
     tenant: str | None = None,
+    origin_minute: int = 0,
 ) -> list[CostRow]:
     """Cost rows for ``group_by`` (one dimension or several) per ``granularity`` bucket,
     sorted by (period, group).
@@ -256,6 +261,7 @@ def allocate(
     GPU-minutes, and in each row ``cost_usd = input_cost_usd + output_cost_usd +
     idle_cost_usd``. ``latency_hist`` maps ``(group, period_start_minute)`` to a latency
     histogram (``latency_bucket_ms`` of the documents -> count) for ``p95_latency_ms``.
+    With ``granularity="all"`` every row's period starts at ``origin_minute``.
 
     ``model`` / ``tenant``: only that model's (tenant's) usage, in every grouping. Its share
     of a GPU-minute is still its weighted tokens over *all* the GPU's weighted tokens that
@@ -263,8 +269,7 @@ def allocate(
     tenant, so they are left out: rows carry ``idle_cost_usd == 0`` and no ``"(idle)"`` row.
     """
     dims = parse_group_by([group_by] if isinstance(group_by, str) else group_by)
-    if granularity not in GRANULARITY_MINUTES:
-        raise ValueError(f"granularity must be one of {tuple(GRANULARITY_MINUTES)}")
+    period_start_minute(0, granularity)  # ValueError for an unknown granularity
     filtered = model is not None or tenant is not None
 
     readings: dict[tuple[str, int], _Readings] = {}
@@ -323,7 +328,7 @@ def allocate(
         # The GPU's host: as its readings say, else as its token events say.
         hosts = r.hosts if r is not None and r.hosts else (tm.hosts if tm is not None else set())
         values = {"gpu": gpu_key, "host": min(hosts)}
-        period = period_start_minute(minute, granularity)
+        period = period_start_minute(minute, granularity, origin_minute)
 
         for u in usage.values():
             if (model is not None and u.model != model) or (

@@ -327,7 +327,8 @@ class MongoStore:
                     "tokens": {"$sum": "$tokens"},
                     "input_tokens": {"$sum": "$input_tokens"},
                     "output_tokens": {"$sum": "$output_tokens"},
-                    "requests": {"$sum": 1},
+                    "events": {"$sum": 1},
+                    "tp_followers": {"$sum": "$tp_follower"},
                     "cost_usd": {"$sum": "$cost_usd"},
                     "price_sum": {"$sum": "$price_per_hour_usd"},
                 }
@@ -342,7 +343,7 @@ class MongoStore:
                 model=r["_id"]["model"],
                 minute=int(r["_id"]["minute"]),
                 tokens=int(r["tokens"]),
-                requests=int(r["requests"]),
+                requests=int(r["events"]) - int(r.get("tp_followers") or 0),
                 cost_usd=float(r["cost_usd"]),
                 price_sum=float(r["price_sum"]),
                 tenant=r["_id"].get("tenant"),
@@ -355,31 +356,34 @@ class MongoStore:
         ]
 
     def latency_histogram(
-        self, match: Mapping[str, Any], dims: Sequence[Dimension], granularity: Granularity
+        self,
+        match: Mapping[str, Any],
+        dims: Sequence[Dimension],
+        granularity: Granularity,
+        origin_minute: int = 0,
     ) -> dict[tuple[str, int], dict[float, int]]:
         """(group, period start as epoch minute) -> {latency bucket bound ms: count}.
 
-        ``group`` is the dimension values joined by " / ", as processor.rollup names rows.
+        ``group`` is the dimension values joined by " / ", as processor.rollup names rows;
+        with granularity ``"all"`` every period starts at ``origin_minute``.
         """
         # Documents carry minute/hour/day bucket fields: group on the granularity's own.
         group_id: dict[str, str] = {f"g{i}": f"${GROUP_FIELD[d]}" for i, d in enumerate(dims)}
+        if granularity != "all":
+            group_id["p"] = f"${granularity}"
         pipeline = [
             {"$match": dict(match)},
-            {
-                "$group": {
-                    "_id": {**group_id, "p": f"${granularity}", "b": "$latency_bucket_ms"},
-                    "n": {"$sum": 1},
-                }
-            },
+            {"$group": {"_id": {**group_id, "b": "$latency_bucket_ms"}, "n": {"$sum": 1}}},
         ]
         hist: dict[tuple[str, int], dict[float, int]] = {}
         with self._unavailable_on_error("latency aggregation"):
-            minutes = GRANULARITY_MINUTES[granularity]
+            minutes = GRANULARITY_MINUTES.get(granularity, 0)
             for r in self._db[TOKEN_USAGE].aggregate(pipeline):
                 ident = r["_id"]
                 group = " / ".join(
                     str(ident.get(f"g{i}") or UNATTRIBUTED) for i in range(len(dims))
                 )
-                key = (group, int(ident["p"]) * minutes)
+                period = int(ident["p"]) * minutes if "p" in ident else origin_minute
+                key = (group, period)
                 hist.setdefault(key, {})[float(ident["b"])] = int(r["n"])
         return hist

@@ -97,6 +97,15 @@ def _non_negative_int(text: str) -> int:
     return _positive_int(text)
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        if float(text) == 0:
+            return 0.0
+    except ValueError:
+        pass  # _positive_float words the error
+    return _positive_float(text)
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -207,6 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trace.add_argument(
         "--seed", type=int, default=0, help="seed of the requests' model placement (default 0)"
+    )
+    trace.add_argument(
+        "--fleet-share",
+        action="store_true",
+        help="this host is part of a fleet: place every request by the whole PRODUCER_MODELS "
+        "mix and send only those whose model is deployed here (every host replays the same "
+        "trace with the same --seed and PRODUCER_MODELS; each request is sent by one host)",
+    )
+    trace.add_argument(
+        "--gpu-interval",
+        type=_non_negative_float,
+        default=30.0,
+        metavar="S",
+        help="read the GPUs every S seconds of trace time, readings stamped in trace time "
+        "(default 30; 0 = once, before the first request)",
     )
     _add_setting_flags(trace, _FLEET_SETTING_FLAGS)
     return parser
@@ -337,19 +361,29 @@ def _deployment_problems(exc: SettingsError, args: argparse.Namespace) -> list[s
 
 def _trace_replay(args: argparse.Namespace, settings: ProducerSettings) -> AzureTraceReplay:
     """The trace checked and mapped onto this host's GPUs, before connecting to Kafka."""
-    readings = _gpu_reader(settings, None).read()
+    reader = _gpu_reader(settings, args.seed)
+    readings = reader.read()
     if not readings:
         raise NoGpus(f"the GPU reader found no GPU on host {settings.host}")
     replicas = deployed(settings, gpu_targets(readings))
+    if args.fleet_share:
+        served_elsewhere = [r.model for r in replicas if r.model not in settings.models]
+        if served_elsewhere:
+            raise SettingsError(
+                f"PRODUCER_MODELS: --fleet-share places requests by the fleet's mix, so it "
+                f"must list every deployed model; missing: {', '.join(served_elsewhere)}"
+            )
     scan = scan_azure_trace(args.file)
     shift = datetime.now(UTC) - scan.last if args.end_now else timedelta(0)
+    mix = list(settings.models.items()) if args.fleet_share else model_mix(settings, replicas)
     mapper = TraceMapper(
         settings.host,
         replicas,
-        model_mix(settings, replicas),
+        mix,
         seed=args.seed,
         name=args.file.name,
         tenants=settings.tenants,
+        fleet_share=args.fleet_share,
     )
     log.info(
         "trace file=%s requests=%d first=%s last=%s shift_s=%.3f deployment=%s",
@@ -360,7 +394,15 @@ def _trace_replay(args: argparse.Namespace, settings: ProducerSettings) -> Azure
         shift.total_seconds(),
         " ".join(f"{r.model}={','.join(str(g.gpu_index) for g in r.gpus)}" for r in replicas),
     )
-    return AzureTraceReplay(scan, mapper, shift, prelude=tuple(readings))
+    start = scan.first + shift
+    return AzureTraceReplay(
+        scan,
+        mapper,
+        shift,
+        prelude=tuple(mapper.stamp_reading(r, start, 0) for r in readings),
+        gpu_interval_s=args.gpu_interval,
+        read_gpus=reader.read,
+    )
 
 
 def _gpu_reader(settings: ProducerSettings, seed: int | None) -> GpuReader:

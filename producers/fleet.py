@@ -15,10 +15,12 @@ model, GPU 1 the second, ... wrapping around).
 **Tensor-parallel attribution** (:func:`split_request`): a request served by a replica on N GPUs
 becomes N token.usage.v1 events, one per GPU of the group, in gpu_index order; input, output and
 cached tokens are split evenly with the remainder going to the first GPUs (so the sums are
-exact); ``request_id``, ``model``, ``ts``, latencies and status are the request's; each
-event_id is ``uuid5(request event_id, gpu_uuid)``, so replaying the same request re-sends the
-same ids. Each GPU then counts its share in its own throughput and is charged its own price:
-the group's price is charged to the model's tokens, and no GPU of the group looks idle.
+exact); ``tp_rank`` (0..N-1) and ``tp_size`` (N) say which share it is, so the request is
+counted once (by rank 0); ``request_id``, ``model``, ``ts``, latencies and status are the
+request's; each event_id is ``uuid5(request event_id, gpu_uuid)``, so replaying the same
+request re-sends the same ids. Each GPU then counts its share in its own throughput and is
+charged its own price: the group's price is charged to the model's tokens, and no GPU of the
+group looks idle.
 
 Pure: no I/O.
 """
@@ -165,5 +167,6 @@ def split_request(event: Mapping[str, Any], gpus: Sequence[GpuTarget]) -> list[d
         out["gpu_uuid"], out["gpu_index"] = gpu.gpu_uuid, gpu.gpu_index
         for name, parts in shares.items():
             out[name] = parts[i]
+        out["tp_rank"], out["tp_size"] = i, len(gpus)
         events.append(out)
     return events

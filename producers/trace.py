@@ -36,7 +36,7 @@ import csv
 import hashlib
 import itertools
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -192,6 +192,7 @@ class TraceMapper:
         name: str = "trace",
         throughput: Mapping[str, ThroughputProfile] = KNOWN_THROUGHPUT,
         tenants: TenantMix | None = None,
+        fleet_share: bool = False,
     ) -> None:
         self.host = host
         self._tenants = tenants
@@ -200,14 +201,17 @@ class TraceMapper:
         self._replicas: dict[str, list[Replica]] = {}
         for replica in replicas:
             self._replicas.setdefault(replica.model, []).append(replica)
-        self._models = [(m, w) for m, w in mix if m in self._replicas]
-        if not self._models:
+        # fleet_share: the mix is the whole fleet's; requests drawn for a model not deployed
+        # here belong to another host replaying the same trace with the same seed and mix.
+        self._models = [(m, w) for m, w in mix if fleet_share or m in self._replicas]
+        if not any(m in self._replicas for m, _ in self._models):
             raise ValueError("no deployed model in the mix")
         self._cum = list(itertools.accumulate(w for _, w in self._models))
         self._throughput = throughput
 
-    def place(self, index: int) -> Replica:
-        """The replica request ``index`` goes to (see the module doc)."""
+    def place(self, index: int) -> Replica | None:
+        """The replica request ``index`` goes to (see the module doc); None when the request's
+        model is served by another host (``fleet_share``)."""
         digest = hashlib.blake2b(f"{self.seed}:{index}".encode(), digest_size=16).digest()
         target = _unit(digest) * self._cum[-1]
         model = self._models[-1][0]
@@ -215,7 +219,9 @@ class TraceMapper:
             if target < bound:
                 model = name
                 break
-        replicas = self._replicas[model]
+        replicas = self._replicas.get(model)
+        if replicas is None:
+            return None
         return replicas[int.from_bytes(digest[8:], "big") % len(replicas)]
 
     def latencies(self, model: str, input_tokens: int, output_tokens: int) -> tuple[float, float]:
@@ -226,8 +232,11 @@ class TraceMapper:
         return round(min(ttft, MAX_LATENCY_MS), 1), round(min(latency, MAX_LATENCY_MS), 1)
 
     def events(self, request: TraceRequest, shift: timedelta) -> list[dict[str, Any]]:
-        """The token.usage.v1 events of one request (one per GPU of its replica)."""
+        """The token.usage.v1 events of one request (one per GPU of its replica; none when
+        another host serves it)."""
         replica = self.place(request.index)
+        if replica is None:
+            return []
         ttft, latency = self.latencies(replica.model, request.input_tokens, request.output_tokens)
         key = f"{self.host}/{self.name}/{self.seed}/{request.index}"
         event: dict[str, Any] = {
@@ -249,15 +258,33 @@ class TraceMapper:
             event["tenant"] = tenant
         return split_request(event, replica.gpus)
 
+    def stamp_reading(self, reading: Mapping[str, Any], at: datetime, tick: int) -> dict[str, Any]:
+        """A GPU reading placed in trace time: ``ts = at``, and an id that the same replay
+        re-sends (``uuid5(ns, "{host}/{name}/{seed}/gpu/{tick}/{gpu_uuid}")``)."""
+        key = f"{self.host}/{self.name}/{self.seed}/gpu/{tick}/{reading['gpu_uuid']}"
+        return {
+            **reading,
+            "ts": format_ts(at),
+            "event_id": str(uuid.uuid5(TRACE_NAMESPACE, key)),
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class AzureTraceReplay:
-    """A checked trace, ready to stream: ``items()`` yields (event, seconds after the start)."""
+    """A checked trace, ready to stream: ``items()`` yields (event, seconds after the start).
+
+    GPU readings: ``prelude`` (tick 0, at the first arrival) goes out before the first
+    request; with ``gpu_interval_s`` > 0 and ``read_gpus``, the GPUs are read again every
+    ``gpu_interval_s`` of trace time, each reading stamped at its tick's trace time, so every
+    minute of the replayed hour has readings (power, hence energy) as a live host would send.
+    """
 
     scan: TraceScan
     mapper: TraceMapper
     shift: timedelta
     prelude: tuple[dict[str, Any], ...] = ()  # GPU readings sent before the first request
+    gpu_interval_s: float = 0.0
+    read_gpus: Callable[[], list[dict[str, Any]]] | None = None
 
     @property
     def name(self) -> str:
@@ -267,7 +294,19 @@ class AzureTraceReplay:
         """Every event with its offset at 1x; an arrival earlier than its predecessor's is
         due right after it (the schedule never goes backwards)."""
         latest = 0.0
+        tick = 1
+        periodic = self.gpu_interval_s > 0 and self.read_gpus is not None
         for request in read_azure_trace(self.scan.path):
             latest = max(latest, (request.arrival - self.scan.first).total_seconds())
+            while periodic and tick * self.gpu_interval_s <= latest:
+                yield from self._readings(tick)
+                tick += 1
             for event in self.mapper.events(request, self.shift):
                 yield event, latest
+
+    def _readings(self, tick: int) -> Iterator[tuple[dict[str, Any], float]]:
+        assert self.read_gpus is not None
+        offset = tick * self.gpu_interval_s
+        at = self.scan.first + self.shift + timedelta(seconds=offset)
+        for reading in self.read_gpus():
+            yield self.mapper.stamp_reading(reading, at, tick), offset

@@ -35,6 +35,7 @@ _MAX_RANGE: Final[dict[str, timedelta]] = {
     "minute": timedelta(days=7),
     "hour": timedelta(days=93),
     "day": timedelta(days=3 * 366),
+    "all": timedelta(days=3 * 366),
 }
 _DIM = "(model|tenant|gpu|host)"
 _CSV_TYPE: Final = "text/csv"
@@ -237,7 +238,10 @@ def get_costs(
             "separated by commas (tenant,model).",
         ),
     ] = "model",
-    granularity: Annotated[Granularity, Query(description="Size of each time bucket.")] = "hour",
+    granularity: Annotated[
+        Granularity,
+        Query(description="Size of each time bucket; all = one bucket for the whole window."),
+    ] = "hour",
     start: Annotated[
         Rfc3339 | None, Query(description="Inclusive, RFC 3339; default end - 24h.")
     ] = None,
@@ -304,10 +308,11 @@ def get_costs(
     hist_match = dict(match, **({"model": model} if model else {}))
     if tenant is not None:
         hist_match["tenant"] = None if tenant == "(unattributed)" else tenant
-    latency = store.latency_histogram(hist_match, dims, granularity)
+    latency = store.latency_histogram(hist_match, dims, granularity, first)
     rows = allocate(
-        gpu_minutes, token_minutes, dims, granularity, latency, model=model, tenant=tenant
-    )
+        gpu_minutes, token_minutes, dims, granularity, latency,
+        model=model, tenant=tenant, origin_minute=first,
+    )  # fmt: skip
     out = [_row_out(r, settings) for r in rows]
     report = CostReport(
         group_by=list(dims), granularity=granularity, start=start_utc, end=end_utc,

@@ -232,7 +232,7 @@ def test_costs_by_gpu_and_host(loaded: TestClient) -> None:
         ({"group_by": "model,model"}, "group_by", "given twice"),
         ({"format": "xml"}, "format", "'json' or 'csv'"),
         ({"format": "csv", "fields": "model,colour"}, "fields", "unknown CSV field"),
-        ({"granularity": "week"}, "granularity", "'minute', 'hour' or 'day'"),
+        ({"granularity": "week"}, "granularity", "'minute', 'hour', 'day' or 'all'"),
         ({"start": "yesterday"}, "start", "RFC 3339"),
         ({"start": "1700000000"}, "start", "RFC 3339"),  # seconds since the epoch: not RFC 3339
         ({"end": "2026-11-23"}, "end", "RFC 3339"),
@@ -374,6 +374,7 @@ def test_one_gpus_readings_over_a_range(loaded: TestClient) -> None:
         "utilization_gpu_pct", "memory_used_mib", "memory_total_mib", "power_draw_w",
         "temperature_gpu_c", "clock_sm_mhz", "unsupported_fields", "gpu_key",
         "price_per_hour_usd", "price_source", "event_price_per_hour_usd",
+        "energy_delta_j", "energy_interval_s",
     }  # fmt: skip
     assert readings[0]["memory_used_mib"] == 30000
     assert readings[0]["temperature_gpu_c"] is None

@@ -70,6 +70,20 @@ def test_token_doc_carries_cost_and_provenance() -> None:
     assert doc["latency_bucket_ms"] == pytest.approx(812.0, rel=0.05)
     assert doc["latency_bucket_ms"] >= 812.0
     assert "ttft_ms" not in doc  # optional fields absent from the event stay absent
+    assert doc["tp_follower"] == 0  # not a tensor-parallel share: it counts its request
+
+
+def test_only_rank_0_of_a_tensor_parallel_request_counts_the_request() -> None:
+    cost = TokenCost(tokens=1, tps=1.0, price_per_hour_usd=1.0, price_source="event",
+                     cost_per_token=None, cost_usd=0.0)  # fmt: skip
+    followers = []
+    for rank in range(3):
+        event = {**token_event("h", f"GPU-{rank}", 0, 1, 0), "tp_rank": rank, "tp_size": 3}
+        doc = token_usage_doc(event, gpu_key=f"h/GPU-{rank}", ts_us=0, cost=cost, partition=0,
+                              offset=rank)  # fmt: skip
+        assert (doc["tp_rank"], doc["tp_size"]) == (rank, 3)
+        followers.append(doc["tp_follower"])
+    assert followers == [0, 1, 1]  # events - followers = 1 request
 
 
 def test_gpu_doc_keeps_the_events_own_price_apart_from_the_resolved_one() -> None:

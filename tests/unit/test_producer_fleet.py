@@ -120,8 +120,12 @@ def test_split_over_three_gpus_gives_the_remainder_to_the_first() -> None:
     assert [e["input_tokens"] for e in events] == [334, 334, 333]
     assert [e["output_tokens"] for e in events] == [167, 167, 166]
     assert [e["gpu_index"] for e in events] == [1, 2, 3]
+    # Only rank 0 counts the request; each rank its own tokens.
+    assert [(e["tp_rank"], e["tp_size"]) for e in events] == [(0, 3), (1, 3), (2, 3)]
 
 
 def test_single_gpu_request_keeps_its_event_id() -> None:
     (event,) = split_request(request(), [GPUS[2]])
     assert (event["event_id"], event["gpu_index"], event["input_tokens"]) == (REQUEST_ID, 2, 1001)
+    assert "tp_rank" not in event
+    assert "tp_size" not in event

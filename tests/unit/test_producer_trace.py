@@ -195,3 +195,44 @@ def test_replayed_requests_are_billed_to_the_same_tenant_on_every_gpu_and_replay
     assert all(len(tenants) == 1 for tenants in by_request.values())
     key = f"{HOST}/{path.name}/0/0"
     assert by_request[f"{path.stem}-0"] == {mix.pick(key)}
+
+
+def test_two_hosts_sharing_a_fleet_send_each_request_exactly_once() -> None:
+    """--fleet-share: both hosts draw every request from the fleet's whole mix (3:1) and keep
+    only those whose model they serve; together they place each request once."""
+    mix = [(SMALL.model, 3.0), (BIG.model, 1.0)]
+    small_host = TraceMapper("host-a", [SMALL], mix, seed=7, fleet_share=True)
+    big_host = TraceMapper("host-b", [BIG], mix, seed=7, fleet_share=True)
+    for index in range(200):
+        digest = hashlib.blake2b(f"7:{index}".encode(), digest_size=16).digest()
+        u = int.from_bytes(digest[:8], "big") / 2**64
+        small_serves = u * 4 < 3  # SMALL holds [0, 3) of the cumulative weights 3 + 1
+        assert (small_host.place(index) is not None) == small_serves
+        assert (big_host.place(index) is not None) == (not small_serves)
+
+
+def test_a_fleet_share_needs_one_deployed_model_in_the_mix() -> None:
+    with pytest.raises(ValueError, match="no deployed model in the mix"):
+        TraceMapper(HOST, [SMALL], [("other", 1.0)], fleet_share=True)
+
+
+def test_gpu_readings_repeat_every_interval_of_trace_time(tmp_path: Path) -> None:
+    """Arrivals at 0, 4.31, 4.54 s with a 2 s interval: readings at ticks 1 (2 s) and 2 (4 s)
+    go out before the request at 4.31 s, stamped first arrival + shift + tick x 2 s."""
+    scan = scan_azure_trace(write(tmp_path, HEADER + ROWS))
+    mapper = TraceMapper(HOST, [SMALL], [(SMALL.model, 1.0)], name="conv.csv")
+    reading = {"schema": "gpu.metrics.v1", "gpu_uuid": "GPU-2", "event_id": "x", "ts": "y"}
+    shift = timedelta(hours=1)
+    replay = AzureTraceReplay(
+        scan, mapper, shift, gpu_interval_s=2.0, read_gpus=lambda: [dict(reading)]
+    )
+    items = list(replay.items())
+    kinds = [(e["schema"].split(".")[0], offset) for e, offset in items]
+    assert kinds == [
+        ("token", 0.0), ("gpu", 2.0), ("gpu", 4.0), ("token", pytest.approx(4.314579)),
+        ("token", pytest.approx(4.541877)),
+    ]  # fmt: skip
+    gpu = [e for e, _ in items if e["schema"] == "gpu.metrics.v1"]
+    assert [e["ts"] for e in gpu] == ["2023-11-16T19:15:48.680590Z", "2023-11-16T19:15:50.680590Z"]
+    assert gpu[0]["event_id"] == str(uuid.uuid5(TRACE_NAMESPACE, f"{HOST}/conv.csv/0/gpu/1/GPU-2"))
+    assert list(replay.items()) == items  # the same ids and stamps on every replay

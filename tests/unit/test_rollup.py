@@ -50,6 +50,18 @@ def test_period_start_minute() -> None:
     assert period_start_minute(M0 + 61, "hour") == M0 + 60
     assert period_start_minute(M0 + 1439, "day") == M0
     assert period_start_minute(M0 + 1440, "day") == M0 + 1440
+    assert period_start_minute(M0 + 1440, "all", origin_minute=M0 - 30) == M0 - 30
+
+
+def test_granularity_all_is_one_row_per_group_across_midnight() -> None:
+    """Minutes on both sides of a UTC midnight (M0): by day two rows, with "all" one row that
+    starts at the window's first minute, holding both minutes' 0.06 $."""
+    minutes = [gm(G1, M0 - 1), gm(G1, M0)]
+    tokens = [tm(G1, M0 - 1, "a", 100), tm(G1, M0, "a", 300)]
+    assert len(allocate(minutes, tokens, "model", "day")) == 2
+    (row,) = allocate(minutes, tokens, "model", "all", origin_minute=M0 - 5)
+    assert (row.period_start_minute, row.tokens) == (M0 - 5, 400)
+    assert row.cost_usd == pytest.approx(0.12, rel=1e-12)
 
 
 def test_allocation_split_by_token_share() -> None:
