@@ -4,6 +4,8 @@
 #
 #   role        inbound allowed (everything else dropped; outbound open)
 #   vm1-kafka      9092/tcp from PROCESSOR_PRIVATE_IP, PRODUCERS_PRIVATE_IP; 22/tcp from ADMIN_IP
+#   vm1-kafka-cluster  (each of three Kafka VMs) as vm1-kafka, plus 9092/tcp (replication) and
+#                  9093/tcp (KRaft quorum) from KAFKA_1/2/3_PRIVATE_IP
 #   vm2-mongo     27017/tcp from PROCESSOR_PRIVATE_IP;                      22/tcp from ADMIN_IP
 #   vm3-processor  8080/tcp from ADMIN_IP;                                  22/tcp from ADMIN_IP
 #   vm4-producers                                                           22/tcp from ADMIN_IP
@@ -13,13 +15,16 @@ REPO_DIR=$(cd "$FIREWALL_DIR/../.." && pwd)
 # shellcheck disable=SC2034  # used by the scripts that source this file
 DEFAULT_ENV_FILE="$REPO_DIR/compose/.env.example"
 # shellcheck disable=SC2034
-ROLES=(vm1-kafka vm2-mongo vm3-processor vm4-producers)
+ROLES=(vm1-kafka vm1-kafka-cluster vm2-mongo vm3-processor vm4-producers)
+KAFKA_NODES=(KAFKA_1_PRIVATE_IP KAFKA_2_PRIVATE_IP KAFKA_3_PRIVATE_IP)
 
 # Settings read from the env file, with the defaults of compose/.env.example for the ports.
 declare -A CONF=(
   [KAFKA_PRIVATE_IP]='' [MONGO_PRIVATE_IP]='' [PROCESSOR_PRIVATE_IP]=''
   [PRODUCERS_PRIVATE_IP]='' [ADMIN_IP]=''
-  [KAFKA_PORT]=9092 [MONGO_PORT]=27017 [PROCESSOR_PORT]=8080 [SSH_PORT]=22
+  [KAFKA_1_PRIVATE_IP]='' [KAFKA_2_PRIVATE_IP]='' [KAFKA_3_PRIVATE_IP]=''
+  [KAFKA_PORT]=9092 [KAFKA_CONTROLLER_PORT]=9093 [MONGO_PORT]=27017 [PROCESSOR_PORT]=8080
+  [SSH_PORT]=22
 )
 
 # parse_role_args PROG ARGS...: `ROLE [--env-file FILE] [--apply]` -> role, env_file, APPLY.
@@ -58,11 +63,15 @@ load_env() {
     value=${value%\"}; value=${value#\"}; value=${value%\'}; value=${value#\'}
     [[ -v CONF[$key] ]] && CONF[$key]=$value
   done <"$file"
-  for key in KAFKA_PRIVATE_IP MONGO_PRIVATE_IP PROCESSOR_PRIVATE_IP PRODUCERS_PRIVATE_IP ADMIN_IP; do
+  local addresses=(KAFKA_PRIVATE_IP MONGO_PRIVATE_IP PROCESSOR_PRIVATE_IP PRODUCERS_PRIVATE_IP
+    ADMIN_IP)
+  # The three nodes' addresses are needed (and commented out in .env.example) only there.
+  [[ ${role:-} == vm1-kafka-cluster ]] && addresses+=("${KAFKA_NODES[@]}")
+  for key in "${addresses[@]}"; do
     [[ ${CONF[$key]} =~ ^([0-9]{1,3}\.){3}[0-9]{1,3}$ ]] \
       || die "$key in $file must be an IPv4 address, got '${CONF[$key]}'"
   done
-  for key in KAFKA_PORT MONGO_PORT PROCESSOR_PORT SSH_PORT; do
+  for key in KAFKA_PORT KAFKA_CONTROLLER_PORT MONGO_PORT PROCESSOR_PORT SSH_PORT; do
     [[ ${CONF[$key]} =~ ^[0-9]{1,5}$ ]] || die "$key in $file must be a port, got '${CONF[$key]}'"
   done
 }
@@ -72,9 +81,16 @@ role_rules() {
   # SSH first: applied in this order, a half-applied rule set still lets the admin in.
   echo "${CONF[SSH_PORT]} ${CONF[ADMIN_IP]} ssh-from-admin"
   case $1 in
-    vm1-kafka)
+    vm1-kafka | vm1-kafka-cluster)
       echo "${CONF[KAFKA_PORT]} ${CONF[PROCESSOR_PRIVATE_IP]} kafka-from-processor"
       echo "${CONF[KAFKA_PORT]} ${CONF[PRODUCERS_PRIVATE_IP]} kafka-from-producers"
+      if [[ $1 == vm1-kafka-cluster ]]; then
+        local n
+        for n in 1 2 3; do
+          echo "${CONF[KAFKA_PORT]} ${CONF[KAFKA_${n}_PRIVATE_IP]} replication-from-node-$n"
+          echo "${CONF[KAFKA_CONTROLLER_PORT]} ${CONF[KAFKA_${n}_PRIVATE_IP]} quorum-from-node-$n"
+        done
+      fi
       ;;
     vm2-mongo)
       echo "${CONF[MONGO_PORT]} ${CONF[PROCESSOR_PRIVATE_IP]} mongo-from-processor"
@@ -87,10 +103,11 @@ role_rules() {
   esac
 }
 
-# role_published_port ROLE: the port Docker publishes on that role's VM (none for vm4).
-role_published_port() {
+# role_published_ports ROLE: the ports Docker publishes on that role's VM (none for vm4).
+role_published_ports() {
   case $1 in
     vm1-kafka) echo "${CONF[KAFKA_PORT]}" ;;
+    vm1-kafka-cluster) echo "${CONF[KAFKA_PORT]} ${CONF[KAFKA_CONTROLLER_PORT]}" ;;
     vm2-mongo) echo "${CONF[MONGO_PORT]}" ;;
     vm3-processor) echo "${CONF[PROCESSOR_PORT]}" ;;
     *) echo "" ;;

@@ -31,6 +31,10 @@ render() {
   echo "define mongo_port = ${CONF[MONGO_PORT]}"
   echo "define processor_port = ${CONF[PROCESSOR_PORT]}"
   echo "define ssh_port = ${CONF[SSH_PORT]}"
+  if [[ $role == vm1-kafka-cluster ]]; then
+    echo "define kafka_controller_port = ${CONF[KAFKA_CONTROLLER_PORT]}"
+    echo "define kafka_nodes = {${CONF[KAFKA_1_PRIVATE_IP]},${CONF[KAFKA_2_PRIVATE_IP]},${CONF[KAFKA_3_PRIVATE_IP]}}"
+  fi
   cat "$template"
 }
 

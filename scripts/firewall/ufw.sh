@@ -34,22 +34,21 @@ while read -r port source label; do
 done <<<"$rules"
 run ufw --force enable
 
-published=$(role_published_port "$role")
-if [[ -n $published ]]; then
+docker_user() {
+  # -C first: only insert what is missing, so a second run adds nothing.
+  if ((APPLY)) && iptables -C DOCKER-USER "$@" 2>/dev/null; then
+    echo "= iptables -I DOCKER-USER $* (present)"
+  else
+    run iptables -I DOCKER-USER "$@"
+  fi
+}
+for published in $(role_published_ports "$role"); do
   echo "# $role: Docker-published port $published (DOCKER-USER chain, before Docker's own rules)"
   match=(-p tcp -m conntrack --ctorigdstport "$published" --ctdir ORIGINAL)
-  docker_user() {
-    # -C first: only insert what is missing, so a second run adds nothing.
-    if ((APPLY)) && iptables -C DOCKER-USER "$@" 2>/dev/null; then
-      echo "= iptables -I DOCKER-USER $* (present)"
-    else
-      run iptables -I DOCKER-USER "$@"
-    fi
-  }
   # -I puts each rule on top: the DROP goes in first, so the RETURNs end up above it.
   docker_user "${match[@]}" -j DROP
   while read -r port source label; do
     [[ $port == "$published" ]] || continue
     docker_user "${match[@]}" -s "$source" -j RETURN
   done <<<"$rules"
-fi
+done

@@ -46,7 +46,7 @@ COMPOSE_FILES = (
     "single-host.yml",
 )
 FIREWALL = REPO / "scripts" / "firewall"
-ROLES = ("vm1-kafka", "vm2-mongo", "vm3-processor", "vm4-producers")
+ROLES = ("vm1-kafka", "vm1-kafka-cluster", "vm2-mongo", "vm3-processor", "vm4-producers")
 SETUP_HINT = "run `make setup` (scripts/setup-debian.sh installs the Debian packages)"
 
 # Settings the services cannot run without on a multi-host deployment: their defaults point
@@ -469,14 +469,28 @@ SECURITY_GROUPS = {
     "vm3-processor": {(22, "ADMIN_IP"), (8080, "ADMIN_IP")},
     "vm4-producers": {(22, "ADMIN_IP")},
 }
+# Each of three Kafka VMs: vm1's flows, plus replication (9092) and the KRaft quorum (9093)
+# between the nodes.
+SECURITY_GROUPS["vm1-kafka-cluster"] = SECURITY_GROUPS["vm1-kafka"] | {
+    (port, f"KAFKA_{n}_PRIVATE_IP") for port in (9092, 9093) for n in (1, 2, 3)
+}
+
+
+def role_env(role: str) -> dict[str, str]:
+    return {**env_example(), **(
+        {f"KAFKA_{n}_PRIVATE_IP": ip for n, ip in CLUSTER_IPS.items()}
+        if role == "vm1-kafka-cluster" else {}
+    )}  # fmt: skip
 
 
 def expected_rules(role: str) -> set[tuple[int, str]]:
-    ips = env_example()
+    ips = role_env(role)
     return {(port, ips[var]) for port, var in SECURITY_GROUPS[role]}
 
 
 def script(name: str, *args: str) -> str:
+    if "cluster" in name or "vm1-kafka-cluster" in args:  # needs the nodes' addresses
+        args = (*args, "--env-file", str(cluster_env_file()))
     done = subprocess.run(
         ["bash", str(FIREWALL / name), *args],
         capture_output=True,
@@ -509,7 +523,9 @@ def test_ufw_dry_run_mirrors_the_security_group(role: str) -> None:
     if role == "vm4-producers":
         assert not docker_user
     else:
-        assert docker_user[0][2] == "DROP"  # inserted first, so it ends up below the RETURNs
+        for port in {p for p, _, _ in docker_user}:  # per published port:
+            rules = [(s, verdict) for p, s, verdict in docker_user if p == port]
+            assert rules[0][1] == "DROP"  # inserted first, so it ends up below the RETURNs
         returns = {(int(p), s) for p, s, verdict in docker_user if verdict == "RETURN"}
         assert returns == {r for r in expected_rules(role) if r[0] != 22}
 
@@ -537,6 +553,16 @@ def test_nft_ruleset_mirrors_the_security_group_and_parses(role: str) -> None:
         timeout=30,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_cluster_firewall_needs_the_nodes_addresses() -> None:
+    """.env.example leaves the three nodes' addresses commented: the cluster role says so."""
+    done = subprocess.run(
+        ["bash", str(FIREWALL / "ufw-vm1-kafka-cluster.sh")],
+        capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "KAFKA_1_PRIVATE_IP" in done.stderr
 
 
 def test_firewall_scripts_refuse_a_bad_env_file(tmp_path: Path) -> None:
