@@ -85,6 +85,8 @@ _INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]]]]]] = {
         ),
         ("minute", [("minute", ASCENDING)]),
         ("model_minute", [("model", ASCENDING), ("minute", ASCENDING)]),
+        # GET /api/v1/requests/{request_id}: every GPU's share of one request.
+        ("request_id", [("request_id", ASCENDING)]),
     ],
 }
 
@@ -253,6 +255,26 @@ class MongoStore:
         return PartitionHistory(latest_gpu_metrics=latest, token_events=events)
 
     # --- queries behind the HTTP API ---------------------------------------------------
+
+    def find_event(self, event_id: str) -> tuple[str, dict[str, Any]] | None:
+        """``(collection, document)`` of the event stored under ``event_id``, else None.
+
+        Ids are unique per collection, not across them: a token event is looked up first.
+        """
+        with self._unavailable_on_error("event lookup"):
+            for name in (TOKEN_USAGE, GPU_METRICS):
+                doc = self._db[name].find_one({"_id": event_id})
+                if doc is not None:
+                    return name, doc
+        return None
+
+    def request_events(self, request_id: str, limit: int) -> list[dict[str, Any]]:
+        """The token documents of one request (one per GPU of a tensor-parallel group)."""
+        with self._unavailable_on_error("request lookup"):
+            found = self._db[TOKEN_USAGE].find({"request_id": request_id}).limit(limit)
+            docs = list(found)
+        # Sorted here rather than by the server: (ts_us, gpu_index, _id) is a total order.
+        return sorted(docs, key=lambda d: (d["ts_us"], d.get("gpu_index", 0), str(d["_id"])))
 
     def counts(self) -> dict[str, int]:
         with self._unavailable_on_error("count"):

@@ -41,6 +41,7 @@ const indexes = {
     { name: "partition_gpu_ts", key: { kafka_partition: 1, gpu_key: 1, ts_us: 1 } },
     { name: "minute", key: { minute: 1 } },
     { name: "model_minute", key: { model: 1, minute: 1 } },
+    { name: "request_id", key: { request_id: 1 } },
   ],
 };
 

@@ -23,7 +23,16 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, Field, WithJsonSchema
 
-__all__ = ["INTERNAL_FIELDS", "GpuMetricsEvent", "Source", "StoredReading", "reading_out"]
+__all__ = [
+    "INTERNAL_FIELDS",
+    "EventId",
+    "GpuMetricsEvent",
+    "Number",
+    "Source",
+    "StoredReading",
+    "Timestamp",
+    "reading_out",
+]
 
 # A JSON number, passed through as stored: an integer (30000) stays an integer instead of
 # becoming 30000.0, as it was before these models existed. The schema says "number" like the

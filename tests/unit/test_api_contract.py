@@ -173,6 +173,8 @@ def test_operation_ids_are_the_route_names(openapi: dict[str, Any]) -> None:
         "GET /api/v1/gpus": "list_gpus",
         "GET /api/v1/gpus/{host}/{gpu_uuid}/metrics": "list_gpu_readings",
         "GET /api/v1/costs": "get_costs",
+        "GET /api/v1/events/{event_id}": "get_event",
+        "GET /api/v1/requests/{request_id}": "get_request",
         "GET /api/v1/stats": "get_stats",
     }
 
