@@ -389,8 +389,9 @@ def test_one_gpus_readings_over_a_range(loaded: TestClient) -> None:
         "event_id", "ts", "host", "gpu_uuid", "gpu_index", "source", "gpu_name",
         "utilization_gpu_pct", "memory_used_mib", "memory_total_mib", "power_draw_w",
         "temperature_gpu_c", "clock_sm_mhz", "unsupported_fields", "gpu_key",
-        "price_per_hour_usd", "price_source", "event_price_per_hour_usd",
+        "price_per_hour_usd", "price_source", "event_price_per_hour_usd", "anomalies",
     }  # fmt: skip
+    assert readings[0]["anomalies"] == []
     assert readings[0]["memory_used_mib"] == 30000
     assert readings[0]["temperature_gpu_c"] is None
     limited = loaded.get(f"/api/v1/gpus/api-host/{GPU}/metrics", params={**RANGE, "limit": 1})
