@@ -390,6 +390,7 @@ def test_one_gpus_readings_over_a_range(loaded: TestClient) -> None:
         "utilization_gpu_pct", "memory_used_mib", "memory_total_mib", "power_draw_w",
         "temperature_gpu_c", "clock_sm_mhz", "unsupported_fields", "gpu_key",
         "price_per_hour_usd", "price_source", "event_price_per_hour_usd", "anomalies",
+        "energy_delta_j", "energy_interval_s",
     }  # fmt: skip
     assert readings[0]["anomalies"] == []
     assert readings[0]["memory_used_mib"] == 30000
