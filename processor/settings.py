@@ -234,20 +234,22 @@ class ProcessorSettings(ServiceSettings):
         0.98,
         gt=0,
         le=1,
-        description="power_throttle: power_draw_w at or above this share of power_limit_w ...",
+        description="power_throttle needs power_draw_w at or above this share of power_limit_w "
+        "(and the SM clock drop of ANOMALY_CLOCK_DROP_RATIO).",
     )
     anomaly_clock_drop_ratio: float = Field(
         0.85,
         gt=0,
         le=1,
-        description="... (and thermal_throttle) with the SM clock below this share of the "
-        "window's median SM clock.",
+        description="Both throttle rules need the SM clock below this share of the GPU's "
+        "median SM clock over the anomaly window.",
     )
     anomaly_thermal_c: float = Field(
         85.0,
         ge=-100,
         le=300,
-        description="thermal_throttle: temperature_gpu_c at or above this, with the clock drop.",
+        description="thermal_throttle needs temperature_gpu_c at or above this, °C (and the "
+        "SM clock drop).",
     )
     store_retry_max_s: float = Field(
         30.0, gt=0, description="Longest wait between MongoDB retries while degraded."
