@@ -202,3 +202,11 @@ def test_rules_refuse_inconsistent_parameters() -> None:
         AnomalyRules(threshold=0.0)
     with pytest.raises(ValueError, match="clock_drop_ratio"):
         AnomalyRules(clock_drop_ratio=1.5)
+
+
+def test_the_api_model_names_every_rule() -> None:
+    from typing import get_args
+
+    from processor.api.readings import AnomalyFlag
+
+    assert set(get_args(AnomalyFlag.model_fields["rule"].annotation)) == set(RULES)
