@@ -20,7 +20,7 @@ from fastapi.routing import APIRoute
 from starlette_exporter import PrometheusMiddleware, handle_metrics
 
 from gpu_readers import GpuReader
-from processor.api import auth, costs, gpus, health, problems, stats
+from processor.api import anomalies, auth, costs, gpus, health, lookups, problems, stats
 from processor.api.deps import LocalGpuReader
 from processor.api.problems import problem_responses
 from processor.consumer import PipelineLoop
@@ -123,6 +123,6 @@ def create_app(
         health.router, dependencies=[] if settings.api_health_open else read,
         responses={} if settings.api_health_open else denied,
     )  # fmt: skip
-    for module in (gpus, costs, stats):
+    for module in (gpus, costs, lookups, anomalies, stats):
         app.include_router(module.router, dependencies=read, responses=denied)
     return app

@@ -34,8 +34,10 @@ from tenacity import (
 )
 
 from processor import metrics
+from processor.anomalies import AnomalyDetector
 from processor.cost import CostModel, PriceBook
 from processor.dead_letters import DeadLetters, Letter
+from processor.documents import GPU_METRICS
 from processor.exceptions import DeadLetterUnavailable, StoreUnavailable
 from processor.offsets import Offsets
 from processor.pricing import BatchPlan, Pricer, Rejected, key_repr
@@ -92,7 +94,10 @@ class PipelineLoop:
             lateness_s=settings.cost_lateness_s,
         )
         self._pricer = Pricer(
-            model, settings.output_weights(), max_message_bytes=settings.max_message_bytes
+            model,
+            settings.output_weights(),
+            max_message_bytes=settings.max_message_bytes,
+            anomalies=AnomalyDetector(settings.anomaly_rules()),
         )
         self._offsets = Offsets(settings.kafka_topic)
         self._stop = threading.Event()
@@ -252,8 +257,9 @@ class PipelineLoop:
             first.setdefault(_partition(m), _offset(m))
         for partition in sorted(first.keys() & self._needs_rebuild):
             history = self._store.partition_history(
-                partition, first[partition], self._pricer.retain_us
-            )
+                partition, first[partition], self._pricer.retain_us,
+                readings=self._pricer.anomaly_window,
+            )  # fmt: skip
             gpus = self._pricer.rebuild(partition, history)
             self._needs_rebuild.discard(partition)
             metrics.PARTITION_REBUILDS.inc()
@@ -293,6 +299,12 @@ class PipelineLoop:
             metrics.EVENTS_WRITTEN.labels(collection).inc(n)
         for collection, n in (result.duplicates + plan.in_batch_duplicates).items():
             metrics.EVENTS_DUPLICATE.labels(collection).inc(n)
+        for doc in plan.docs[GPU_METRICS]:
+            ident = (GPU_METRICS, doc["_id"])
+            # Flags of readings stored by this batch only: a redelivery is not counted again.
+            if ident not in result.duplicate_ids and ident not in result.rejected:
+                for flag in doc["anomalies"]:
+                    metrics.GPU_ANOMALIES.labels(flag["rule"]).inc()
         metrics.BATCH_SIZE.observe(batch_size)
         metrics.WRITE_LATENCY.observe(result.seconds)
         for doc in plan.documents():

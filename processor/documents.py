@@ -8,9 +8,10 @@ no date operators and no percentile accumulator.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from processor.anomalies import Flag
 from processor.cost import ReadingPrice, TokenCost
 from schemas.contracts import from_epoch_us
 
@@ -71,8 +72,10 @@ def gpu_metrics_doc(
     price: ReadingPrice,
     partition: int,
     offset: int,
+    anomalies: Sequence[Flag] = (),
 ) -> dict[str, Any]:
-    """The stored form of a gpu.metrics.v1 event with the price the cost model resolved."""
+    """The stored form of a gpu.metrics.v1 event with the price the cost model resolved and
+    its anomaly flags (processor/anomalies.py)."""
     doc = _common(event, gpu_key, ts_us, partition, offset)
     doc.update((f, event[f]) for f in _GPU_FIELDS if f in event)
     # The event's own price is kept apart from the resolved one: a rebuild must replay what
@@ -84,6 +87,9 @@ def gpu_metrics_doc(
     doc["energy_delta_j"] = price.energy_delta_j
     doc["energy_samples"] = 0 if price.energy_delta_j is None else 1
     doc["energy_interval_s"] = price.energy_interval_s
+    doc["anomalies"] = [flag.as_doc() for flag in anomalies]
+    # A plain integer to match on (anomaly_count > 0): what /api/v1/anomalies asks for.
+    doc["anomaly_count"] = len(anomalies)
     return doc
 
 

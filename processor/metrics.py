@@ -9,6 +9,7 @@ import contextlib
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from processor.anomalies import RULES
 from schemas.contracts import KNOWN_SCHEMAS
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "EVENTS_INVALID",
     "EVENTS_UNPROCESSABLE",
     "EVENTS_WRITTEN",
+    "GPU_ANOMALIES",
     "PARTITION_REBUILDS",
     "STORE_UP",
     "WRITE_LATENCY",
@@ -73,12 +75,19 @@ CONSUMER_LAG = Gauge(
     "pipeline_consumer_lag", "High watermark minus committed offset.", ["partition"]
 )
 STORE_UP = Gauge("pipeline_store_up", "1 when the last MongoDB call succeeded, else 0.")
+GPU_ANOMALIES = Counter(
+    "pipeline_gpu_anomalies",
+    "Anomaly flags on newly stored GPU readings, by rule (docs/anomalies.md).",
+    ["rule"],
+)
 
 # Every label value is known up front: create the series at 0 so that increase() sees the
 # first event after a restart (a series born at 1 has no earlier sample to increase from).
 for _label in (*KNOWN_SCHEMAS, "unknown"):
     for _counter in (EVENTS_CONSUMED, EVENTS_INVALID, EVENTS_UNPROCESSABLE, DEAD_LETTERED):
         _counter.labels(_label)
+for _rule in RULES:
+    GPU_ANOMALIES.labels(_rule)
 for _collection in ("gpu_metrics", "token_usage"):
     EVENTS_WRITTEN.labels(_collection)
     EVENTS_DUPLICATE.labels(_collection)

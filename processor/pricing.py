@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
+from processor.anomalies import AnomalyDetector, Reading
 from processor.cost import CostModel, OutputWeights
 from processor.documents import GPU_METRICS, TOKEN_USAGE, gpu_metrics_doc, token_usage_doc
 from schemas.contracts import (
@@ -84,6 +85,8 @@ class PartitionHistory:
 
     latest_gpu_metrics: list[dict[str, Any]]  # each GPU's latest reading by (ts_us, _id)
     token_events: list[dict[str, Any]]  # retained token documents, in kafka_offset order
+    # Each GPU's newest readings by (ts_us, _id), as many as an anomaly window holds.
+    recent_gpu_metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -109,11 +112,24 @@ class Pricer:
     Not thread-safe: the consume loop's thread is its only user.
     """
 
-    def __init__(self, model: CostModel, weights: OutputWeights, *, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        model: CostModel,
+        weights: OutputWeights,
+        *,
+        max_message_bytes: int,
+        anomalies: AnomalyDetector | None = None,
+    ) -> None:
         self._model = model
         self._weights = weights
+        self._anomalies = anomalies or AnomalyDetector()
         self._max_bytes = max_message_bytes
         self._keys_by_partition: defaultdict[int, set[str]] = defaultdict(set)
+
+    @property
+    def anomaly_window(self) -> int:
+        """How many of a GPU's newest readings a rebuild must reload (the anomaly window N)."""
+        return self._anomalies.rules.window
 
     @property
     def retain_us(self) -> int:
@@ -163,9 +179,12 @@ class Pricer:
                     event_id=event["event_id"], ts_us=ts_us,
                     energy_total_mj=event.get("energy_total_mj"),
                 )  # fmt: skip
+                flags = self._anomalies.observe(
+                    key, Reading.from_event(event, ts_us, event["event_id"])
+                )
                 doc = gpu_metrics_doc(
                     event, gpu_key=key, ts_us=ts_us, price=price, partition=partition,
-                    offset=offset,
+                    offset=offset, anomalies=flags,
                 )  # fmt: skip
                 return Priced(record, GPU_METRICS, doc)
             cost = self._model.on_token_usage(
@@ -200,12 +219,19 @@ class Pricer:
                 event_id=str(doc["_id"]), ts_us=doc["ts_us"],
                 energy_total_mj=doc.get("energy_total_mj"),
             )  # fmt: skip
+        for doc in history.recent_gpu_metrics:
+            keys.add(doc["gpu_key"])
+            self._anomalies.restore(
+                doc["gpu_key"], [Reading.from_event(doc, doc["ts_us"], str(doc["_id"]))]
+            )
         return len(keys)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop the cost state of these partitions' GPUs (revoked, or to be rebuilt)."""
         for partition in partitions:
-            self._model.forget(self._keys_by_partition.pop(partition, set()))
+            keys = self._keys_by_partition.pop(partition, set())
+            self._model.forget(keys)
+            self._anomalies.forget(keys)
 
 
 def _position(record: Record) -> tuple[int, int]:

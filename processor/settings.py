@@ -23,9 +23,11 @@ from pydantic import (
     SecretStr,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
+from processor.anomalies import AnomalyRules
 from processor.cost import OutputWeights, weight_milli
 from service_settings import (
     KafkaBootstrap,
@@ -197,6 +199,58 @@ class ProcessorSettings(ServiceSettings):
         description="Grid carbon intensity, gCO2e per kWh: with it, cost rows carry co2e_g. "
         "Unset: no carbon figure.",
     )
+    anomaly_window_readings: int = Field(
+        30,
+        ge=3,
+        le=1000,
+        description="N: a GPU reading is compared with its GPU's N previous readings (by ts, "
+        "event_id) for anomaly flags (docs/anomalies.md). 30 = one minute at the producers' 2 s.",
+    )
+    anomaly_min_readings: int = Field(
+        10,
+        ge=3,
+        description="A rule gives no verdict until the window holds this many non-null values "
+        "of its field (at most ANOMALY_WINDOW_READINGS).",
+    )
+    anomaly_mad_threshold: float = Field(
+        5.0,
+        gt=0,
+        le=100,
+        description="T: flag a value more than T robust standard deviations (1.4826 x MAD) "
+        "from the window's median.",
+    )
+    anomaly_floor_temperature_c: float = Field(
+        5.0, gt=0, description="Smallest temperature departure from the median ever flagged, °C."
+    )
+    anomaly_floor_power_w: float = Field(
+        50.0, gt=0, description="Smallest power departure from the median ever flagged, W."
+    )
+    anomaly_floor_utilization_pct: float = Field(
+        30.0,
+        gt=0,
+        description="Smallest utilisation departure from the median ever flagged, points.",
+    )
+    anomaly_power_cap_ratio: float = Field(
+        0.98,
+        gt=0,
+        le=1,
+        description="power_throttle needs power_draw_w at or above this share of power_limit_w "
+        "(and the SM clock drop of ANOMALY_CLOCK_DROP_RATIO).",
+    )
+    anomaly_clock_drop_ratio: float = Field(
+        0.85,
+        gt=0,
+        le=1,
+        description="Both throttle rules need the SM clock below this share of the GPU's "
+        "median SM clock over the anomaly window.",
+    )
+    anomaly_thermal_c: float = Field(
+        85.0,
+        ge=-100,
+        le=300,
+        description="thermal_throttle needs temperature_gpu_c at or above this, °C (and the "
+        "SM clock drop).",
+    )
     store_retry_max_s: float = Field(
         30.0, gt=0, description="Longest wait between MongoDB retries while degraded."
     )
@@ -258,6 +312,27 @@ class ProcessorSettings(ServiceSettings):
     def _weights(cls, by_model: dict[str, float]) -> dict[str, float]:
         OutputWeights(1.0, by_model)
         return by_model
+
+    @field_validator("anomaly_min_readings")
+    @classmethod
+    def _within_window(cls, n: int, info: ValidationInfo) -> int:
+        window = info.data.get("anomaly_window_readings")
+        if window is not None and n > window:
+            raise ValueError(f"must be at most ANOMALY_WINDOW_READINGS ({window})")
+        return n
+
+    def anomaly_rules(self) -> AnomalyRules:
+        return AnomalyRules(
+            window=self.anomaly_window_readings,
+            min_readings=self.anomaly_min_readings,
+            threshold=self.anomaly_mad_threshold,
+            floor_temperature_c=self.anomaly_floor_temperature_c,
+            floor_power_w=self.anomaly_floor_power_w,
+            floor_utilization_pct=self.anomaly_floor_utilization_pct,
+            power_cap_ratio=self.anomaly_power_cap_ratio,
+            thermal_c=self.anomaly_thermal_c,
+            clock_drop_ratio=self.anomaly_clock_drop_ratio,
+        )
 
     def output_weights(self) -> OutputWeights:
         return OutputWeights(self.output_token_weight, self.output_token_weight_by_model)

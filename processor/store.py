@@ -58,6 +58,12 @@ _REBUILD_FIELDS: Final = {
     "kafka_offset": 1,
 }  # fmt: skip
 
+# What a rebuild reads of a recent reading (processor.anomalies.Reading).
+_ANOMALY_FIELDS: Final = {
+    "gpu_key": 1, "ts_us": 1, "temperature_gpu_c": 1, "power_draw_w": 1,
+    "utilization_gpu_pct": 1, "clock_sm_mhz": 1, "power_limit_w": 1,
+}  # fmt: skip
+
 _INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]]]]]] = {
     # partition_gpu_*: the rebuild's queries (partition_history) walk one GPU of one partition
     # from its newest entry backwards, so they cost what the window holds, not what the
@@ -76,6 +82,8 @@ _INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]]]]]] = {
             ],
         ),
         ("minute", [("minute", ASCENDING)]),
+        # GET /api/v1/anomalies: flagged readings (anomaly_count > 0) in a time range.
+        ("anomalies_ts", [("anomaly_count", ASCENDING), ("ts_us", ASCENDING)]),
     ],
     TOKEN_USAGE: [
         ("gpu_key_ts", [("gpu_key", ASCENDING), ("ts_us", ASCENDING)]),
@@ -85,6 +93,8 @@ _INDEXES: Final[dict[str, list[tuple[str, list[tuple[str, int]]]]]] = {
         ),
         ("minute", [("minute", ASCENDING)]),
         ("model_minute", [("model", ASCENDING), ("minute", ASCENDING)]),
+        # GET /api/v1/requests/{request_id}: every GPU's share of one request.
+        ("request_id", [("request_id", ASCENDING)]),
     ],
 }
 
@@ -95,6 +105,7 @@ class WriteResult:
 
     inserted: Counter[str] = field(default_factory=Counter)
     duplicates: Counter[str] = field(default_factory=Counter)
+    duplicate_ids: set[tuple[str, str]] = field(default_factory=set)  # (collection, _id)
     rejected: dict[tuple[str, str], str] = field(default_factory=dict)  # (collection, _id)
     stored_at: float = 0.0  # epoch seconds stamped on every document as stored_at
     seconds: float = 0.0  # how long the write took
@@ -178,6 +189,7 @@ class MongoStore:
                     code = error.get("code")
                     if code == _DUPLICATE_KEY:
                         duplicates += 1
+                        result.duplicate_ids.add((name, str(docs[error["index"]]["_id"])))
                     elif code in _TRANSIENT_CODES:
                         raise StoreUnavailable(
                             f"MongoDB insert into {name} failed: code={code} {error.get('errmsg')}"
@@ -201,6 +213,7 @@ class MongoStore:
                 inserted += 1
             except DuplicateKeyError:
                 duplicates += 1
+                result.duplicate_ids.add((name, str(doc["_id"])))
             except (*_UNENCODABLE, WriteError) as exc:
                 code = getattr(exc, "code", None)
                 if code in _TRANSIENT_CODES:
@@ -214,12 +227,13 @@ class MongoStore:
         result.duplicates[name] = duplicates
 
     def partition_history(
-        self, partition: int, before_offset: int, retain_us: int
+        self, partition: int, before_offset: int, retain_us: int, readings: int = 0
     ) -> PartitionHistory:
         """Stored events of ``partition`` before ``before_offset`` that a cost window retains.
 
-        For each GPU: its latest gpu_metrics document by ``(ts_us, _id)``, and its token events
-        whose ts_us is within ``retain_us`` (window + lateness) of its newest stored token event.
+        For each GPU: its latest gpu_metrics document by ``(ts_us, _id)``, its token events
+        whose ts_us is within ``retain_us`` (window + lateness) of its newest stored token event,
+        and its ``readings`` newest gpu_metrics documents (the anomaly window).
         """
         if before_offset <= 0:
             # Nothing precedes a partition's first offset: skip the queries. They are not free
@@ -236,6 +250,7 @@ class MongoStore:
                 tokens.distinct("gpu_key", mine_only)
             )
             latest: list[dict[str, Any]] = []
+            recent: list[dict[str, Any]] = []
             events: list[dict[str, Any]] = []
             for key in sorted(keys):
                 mine = {**scope, "gpu_key": key}
@@ -244,15 +259,50 @@ class MongoStore:
                 reading = gpus.find_one(mine, sort=[("ts_us", DESCENDING), ("_id", DESCENDING)])
                 if reading is not None:
                     latest.append(reading)
+                    if readings > 0:
+                        newest_first = [("ts_us", DESCENDING), ("_id", DESCENDING)]
+                        found = gpus.find(mine, _ANOMALY_FIELDS, sort=newest_first)
+                        recent.extend(found.limit(readings))
                 newest = tokens.find_one(mine, {"ts_us": 1}, sort=[("ts_us", DESCENDING)])
                 if newest is None:
                     continue
                 window = {**mine, "ts_us": {"$gt": newest["ts_us"] - retain_us}}
                 events.extend(tokens.find(window, _REBUILD_FIELDS))
         events.sort(key=lambda d: int(d["kafka_offset"]))
-        return PartitionHistory(latest_gpu_metrics=latest, token_events=events)
+        return PartitionHistory(
+            latest_gpu_metrics=latest, token_events=events, recent_gpu_metrics=recent
+        )
 
     # --- queries behind the HTTP API ---------------------------------------------------
+
+    def find_event(self, event_id: str) -> tuple[str, dict[str, Any]] | None:
+        """``(collection, document)`` of the event stored under ``event_id``, else None.
+
+        Ids are unique per collection, not across them: a token event is looked up first.
+        """
+        with self._unavailable_on_error("event lookup"):
+            for name in (TOKEN_USAGE, GPU_METRICS):
+                doc = self._db[name].find_one({"_id": event_id})
+                if doc is not None:
+                    return name, doc
+        return None
+
+    def request_events(self, request_id: str, limit: int) -> list[dict[str, Any]]:
+        """The token documents of one request (one per GPU of a tensor-parallel group)."""
+        with self._unavailable_on_error("request lookup"):
+            found = self._db[TOKEN_USAGE].find({"request_id": request_id}).limit(limit)
+            docs = list(found)
+        # Sorted here rather than by the server: (ts_us, gpu_index, _id) is a total order.
+        return sorted(docs, key=lambda d: (d["ts_us"], d.get("gpu_index", 0), str(d["_id"])))
+
+    def anomalous_readings(
+        self, match: Mapping[str, Any], start_us: int, end_us: int, limit: int
+    ) -> list[dict[str, Any]]:
+        """Flagged gpu_metrics documents with ``start_us <= ts_us < end_us``, oldest first."""
+        query = {**match, "anomaly_count": {"$gt": 0}, "ts_us": {"$gte": start_us, "$lt": end_us}}
+        order = [("ts_us", ASCENDING), ("_id", ASCENDING)]
+        with self._unavailable_on_error("anomalies query"):
+            return list(self._db[GPU_METRICS].find(query, sort=order).limit(limit))
 
     def counts(self) -> dict[str, int]:
         with self._unavailable_on_error("count"):

@@ -35,12 +35,14 @@ const indexes = {
     { name: "gpu_key_ts", key: { gpu_key: 1, ts_us: 1 } },
     { name: "partition_gpu_ts", key: { kafka_partition: 1, gpu_key: 1, ts_us: 1, _id: 1 } },
     { name: "minute", key: { minute: 1 } },
+    { name: "anomalies_ts", key: { anomaly_count: 1, ts_us: 1 } },
   ],
   token_usage: [
     { name: "gpu_key_ts", key: { gpu_key: 1, ts_us: 1 } },
     { name: "partition_gpu_ts", key: { kafka_partition: 1, gpu_key: 1, ts_us: 1 } },
     { name: "minute", key: { minute: 1 } },
     { name: "model_minute", key: { model: 1, minute: 1 } },
+    { name: "request_id", key: { request_id: 1 } },
   ],
 };
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from processor.api.deps import SettingsDep, StoreDep
 from processor.api.problems import problem_responses
-from processor.api.times import Rfc3339, resolve_range
+from processor.api.times import Rfc3339, WindowQuery, resolve_range
 from processor.documents import time_buckets
 from processor.exceptions import BadParameter, InvalidParameters
 from processor.rollup import (
@@ -246,6 +246,7 @@ def get_costs(
         Rfc3339 | None, Query(description="Inclusive, RFC 3339; default end - 24h.")
     ] = None,
     end: Annotated[Rfc3339 | None, Query(description="Exclusive, RFC 3339; default now.")] = None,
+    window: WindowQuery = None,
     # host and model have the contract's bounds: a longer value can match no stored event.
     host: Annotated[
         str | None,
@@ -291,7 +292,7 @@ def get_costs(
         format is None and _CSV_TYPE in request.headers.get("accept", "").lower()
     )
     columns = _csv_fields(dims, fields) if as_csv else []
-    start_utc, end_utc = resolve_range(start, end, timedelta(hours=24))
+    start_utc, end_utc = resolve_range(start, end, timedelta(hours=24), window=window)
     if end_utc - start_utc > _MAX_RANGE[granularity]:
         raise InvalidParameters(BadParameter(
             "query", "start", f"range too long for granularity={granularity}: at most "

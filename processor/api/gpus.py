@@ -12,7 +12,7 @@ from gpu_readers import GpuReaderError
 from processor.api.deps import GpuReaderDep, SettingsDep, StoreDep
 from processor.api.problems import problem_responses
 from processor.api.readings import GpuMetricsEvent, Source, StoredReading, reading_out
-from processor.api.times import Rfc3339, resolve_range
+from processor.api.times import Rfc3339, WindowQuery, resolve_range
 from schemas.contracts import epoch_us
 
 router = APIRouter(tags=["gpus"])
@@ -107,10 +107,11 @@ def list_gpu_readings(
         Rfc3339 | None, Query(description="Inclusive, RFC 3339; default end - 1h.")
     ] = None,
     end: Annotated[Rfc3339 | None, Query(description="Exclusive, RFC 3339; default now.")] = None,
+    window: WindowQuery = None,
     limit: Annotated[int, Query(ge=1, le=10_000, description="Most readings returned.")] = 1000,
 ) -> Readings:
     """One GPU's readings in a time range, oldest first."""
-    start_utc, end_utc = resolve_range(start, end, timedelta(hours=1))
+    start_utc, end_utc = resolve_range(start, end, timedelta(hours=1), window=window)
     key = f"{host}/{gpu_uuid}"
     docs = store.gpu_readings(key, epoch_us(start_utc), epoch_us(end_utc), limit)
     if not docs and not store.latest_readings_of(key):

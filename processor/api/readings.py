@@ -23,7 +23,17 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, Field, WithJsonSchema
 
-__all__ = ["INTERNAL_FIELDS", "GpuMetricsEvent", "Source", "StoredReading", "reading_out"]
+__all__ = [
+    "INTERNAL_FIELDS",
+    "AnomalyFlag",
+    "EventId",
+    "GpuMetricsEvent",
+    "Number",
+    "Source",
+    "StoredReading",
+    "Timestamp",
+    "reading_out",
+]
 
 # A JSON number, passed through as stored: an integer (30000) stays an integer instead of
 # becoming 30000.0, as it was before these models existed. The schema says "number" like the
@@ -39,7 +49,23 @@ Source = Literal["nvml", "nvidia-smi", "seed"]
 # event_id).
 INTERNAL_FIELDS: Final = frozenset({"_id", "ts_us", "minute", "hour", "day", "kafka_partition",
                                     "kafka_offset", "schema", "power_samples",
-                                    "energy_samples"})  # fmt: skip
+                                    "energy_samples", "anomaly_count"})  # fmt: skip
+
+
+class AnomalyFlag(BaseModel):
+    """One anomaly rule that fired on a reading (docs/anomalies.md)."""
+
+    rule: Literal[
+        "temperature_outlier", "utilization_outlier", "power_outlier", "power_throttle",
+        "thermal_throttle",
+    ] = Field(description="Which rule fired.")  # fmt: skip
+    field: str = Field(description="The reading's field the rule judged.")
+    value: float = Field(description="That field's value in this reading.")
+    median: float = Field(description="The field's median over the GPU's recent window.")
+    score: float = Field(
+        description="Outliers: |value - median| in robust standard deviations (flagged above "
+        "ANOMALY_MAD_THRESHOLD); throttles: the relative clock drop 1 - value / median."
+    )
 
 
 class _Reading(BaseModel):
@@ -95,6 +121,11 @@ class StoredReading(_Reading):
     )
     energy_interval_s: float | None = Field(
         None, description="Seconds between that previous reading and this one."
+    )
+    anomalies: list[AnomalyFlag] = Field(
+        default_factory=list,
+        description="Anomaly flags of this reading against its GPU's recent window; empty when "
+        "none fired (left out for readings stored before flags existed).",
     )
 
 

@@ -1,7 +1,16 @@
-"""Time parameters of the API: RFC 3339 only, inside the range events may carry.
+"""Time parameters of the API: RFC 3339 only, inside the range events may carry; or a window.
 
     start: Annotated[Rfc3339 | None, Query(description="...")] = None
-    start_utc, end_utc = resolve_range(start, end, timedelta(hours=1))
+    window: WindowQuery = None
+    start_utc, end_utc = resolve_range(start, end, timedelta(hours=1), window=window)
+
+Window shorthands (UTC, ``[start, end)``), for a given ``now``:
+
+* ``today``: from today 00:00 to now;      ``yesterday``: from yesterday 00:00 to today 00:00;
+* ``24h``: from now - 24 h to now;          ``7d``: from now - 7 days to now;
+* ``month``: from the 1st of this month 00:00 to now.
+
+A window excludes ``start`` and ``end`` (one or the other, never both).
 
 Pydantic alone would also take ``0.5`` or ``1700000000`` (seconds since the epoch), a bare
 date or a time without seconds; none of them is RFC 3339, and a client sending them would get
@@ -14,15 +23,27 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal, get_args
 
+from fastapi import Query
 from pydantic import BeforeValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from processor.exceptions import BadParameter, InvalidParameters
 from schemas.contracts import ts_range
 
-__all__ = ["Rfc3339", "resolve_range"]
+__all__ = ["WINDOWS", "Rfc3339", "Window", "WindowQuery", "resolve_range", "window_range"]
+
+Window = Literal["today", "yesterday", "24h", "7d", "month"]
+WINDOWS: Final[tuple[str, ...]] = get_args(Window)
+WindowQuery = Annotated[
+    Window | None,
+    Query(
+        description="A shorthand instead of start/end (UTC): today (since 00:00), yesterday "
+        "(00:00 to 00:00), 24h, 7d (up to now), month (since the 1st, 00:00). Not with start "
+        "or end."
+    ),
+]
 
 _RFC3339: Final = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?", re.ASCII
@@ -66,10 +87,49 @@ def _in_range(name: str, value: datetime) -> datetime:
     return utc
 
 
+def window_range(window: str, now: datetime) -> tuple[datetime, datetime]:
+    """``[start, end)`` of a window shorthand at ``now`` (UTC); ValueError for an unknown one.
+
+    >>> window_range("month", datetime(2026, 12, 6, 1, 30, tzinfo=UTC))[0].isoformat()
+    '2026-12-01T00:00:00+00:00'
+    """
+    now = _utc(now)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if window == "today":
+        return midnight, now
+    if window == "yesterday":
+        return midnight - timedelta(days=1), midnight
+    if window == "24h":
+        return now - timedelta(hours=24), now
+    if window == "7d":
+        return now - timedelta(days=7), now
+    if window == "month":
+        return midnight.replace(day=1), now
+    raise ValueError(f"unknown window {window!r}; choose among: {', '.join(WINDOWS)}")
+
+
 def resolve_range(
-    start: datetime | None, end: datetime | None, default: timedelta
+    start: datetime | None,
+    end: datetime | None,
+    default: timedelta,
+    *,
+    window: str | None = None,
+    now: datetime | None = None,
 ) -> tuple[datetime, datetime]:
-    """Defaults (the last ``default`` up to now) and sanity checks, as 422s with a reason."""
+    """Defaults (the last ``default`` up to now), a window, sanity checks; 422s with a reason."""
+    if window is not None:
+        if start is not None or end is not None:
+            given = " and ".join(n for n, v in (("start", start), ("end", end)) if v is not None)
+            raise InvalidParameters(BadParameter(
+                "query", "window", f"window cannot be combined with {given}: give one or the other"
+            ))  # fmt: skip
+        try:
+            start_utc, end_utc = window_range(window, now or datetime.now(UTC))
+        except ValueError as exc:
+            raise InvalidParameters(BadParameter("query", "window", str(exc))) from None
+        if start_utc >= end_utc:  # "today" at exactly 00:00:00.000000
+            end_utc = start_utc + timedelta(microseconds=1)
+        return start_utc, end_utc
     end_utc = _in_range("end", end) if end is not None else datetime.now(UTC)
     if start is not None:
         start_utc = _in_range("start", start)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -238,10 +239,13 @@ def test_costs_by_gpu_and_host(loaded: TestClient) -> None:
         ({"end": "2026-11-23"}, "end", "RFC 3339"),
         ({"host": ""}, "host", "at least 1 character"),
         ({"host": "a/b"}, "host", "pattern"),
+        ({"window": "week"}, "window", "'today', 'yesterday', '24h', '7d' or 'month'"),
         # ... and by the route: the same shape.
         ({"start": ts(60), "end": ts(0)}, "start", "must be before end"),
         ({"start": ts(0), "end": ts(8 * 86400), "granularity": "minute"}, "start",
          "range too long"),
+        ({"window": "24h", "start": ts(0)}, "window", "cannot be combined with start"),
+        ({"window": "7d", "end": ts(0)}, "window", "cannot be combined with end"),
     ],
 )  # fmt: skip
 def test_bad_query_parameters_get_a_problem_naming_each(
@@ -270,6 +274,18 @@ def test_times_in_rfc3339_with_the_documented_leniencies_are_accepted(client: Te
                   "2026-11-23 10:00:00+01:00"):  # fmt: skip
         response = client.get("/api/v1/costs", params={"start": start, "end": ts(3600)})
         assert response.status_code == 200, (start, response.text)
+
+
+def test_window_shorthands_resolve_to_utc_ranges(client: TestClient) -> None:
+    body = client.get("/api/v1/costs", params={"window": "yesterday"}).json()
+    start, end = (datetime.fromisoformat(body[k]) for k in ("start", "end"))
+    assert end - start == timedelta(days=1)
+    assert (end.hour, end.minute, end.second) == (0, 0, 0)
+    body = client.get("/api/v1/costs", params={"window": "month"}).json()
+    assert datetime.fromisoformat(body["start"]).day == 1
+    path = f"/api/v1/gpus/api-host/{GPU}/metrics"
+    body = assert_problem(client.get(path, params={"window": "24h", "end": ts(0)}), 422, path)
+    assert body["invalid_params"][0]["name"] == "window"
 
 
 def test_unknown_gpu_route_and_method_are_problems(loaded: TestClient) -> None:
@@ -373,9 +389,10 @@ def test_one_gpus_readings_over_a_range(loaded: TestClient) -> None:
         "event_id", "ts", "host", "gpu_uuid", "gpu_index", "source", "gpu_name",
         "utilization_gpu_pct", "memory_used_mib", "memory_total_mib", "power_draw_w",
         "temperature_gpu_c", "clock_sm_mhz", "unsupported_fields", "gpu_key",
-        "price_per_hour_usd", "price_source", "event_price_per_hour_usd",
+        "price_per_hour_usd", "price_source", "event_price_per_hour_usd", "anomalies",
         "energy_delta_j", "energy_interval_s",
     }  # fmt: skip
+    assert readings[0]["anomalies"] == []
     assert readings[0]["memory_used_mib"] == 30000
     assert readings[0]["temperature_gpu_c"] is None
     limited = loaded.get(f"/api/v1/gpus/api-host/{GPU}/metrics", params={**RANGE, "limit": 1})

@@ -20,6 +20,7 @@ from confluent_kafka.cimpl import NewTopic
 from pymongo import MongoClient
 
 from devtools.events import gpu_event, token_event
+from processor.anomalies import RULES
 from tests.support.kafka_io import produce_events
 from tests.support.processes import ProcessorProcess, wait_for
 
@@ -31,18 +32,57 @@ COST_FIELDS = ("tokens", "tps", "price_per_hour_usd", "price_source", "cost_per_
                "cost_per_output_token", "input_cost_usd", "output_cost_usd", "tenant",
                "kafka_partition", "kafka_offset", "minute")  # fmt: skip
 GPU_FIELDS = ("price_per_hour_usd", "price_source", "energy_delta_j", "energy_samples",
-              "energy_interval_s", "power_samples", "minute")  # fmt: skip
+              "energy_interval_s", "power_samples", "minute", "anomalies",
+              "anomaly_count")  # fmt: skip
 MODELS = ("llama-3.1-8b-instruct", "llama-3.1-70b-instruct")
 TENANTS = ("team-a", "team-b", None)
 
 
+def sensor_readings(
+    rng: random.Random, gpus: list[tuple[str, str]], seconds: float
+) -> list[tuple[float, dict[str, Any]]]:
+    """A reading every 3 s per GPU (jittered, out of order) with outliers and throttling."""
+    out = []
+    for i, (host, gpu) in enumerate(gpus):
+        for n in range(int(seconds / 3)):
+            at = n * 3.0 + rng.uniform(-2.0, 2.0)
+            event = gpu_event(host, gpu, at, gpu_index=i % 4,
+                              price_per_hour_usd=3.6 if i % 2 else None,
+                              energy_total_mj=energy_at(at) if i % 2 else None)  # fmt: skip
+            values = {"temperature_gpu_c": round(rng.gauss(65, 1.0), 1),
+                      "power_draw_w": round(rng.gauss(300, 10), 1),
+                      "utilization_gpu_pct": round(rng.uniform(70, 95), 1),
+                      "clock_sm_mhz": float(rng.choice((1395, 1410, 1410, 1425))),
+                      "power_limit_w": 400.0}  # fmt: skip
+            kind = rng.random()
+            if kind < 0.02:
+                values["temperature_gpu_c"] = 92.0  # a spike
+            elif kind < 0.04:
+                values.update(power_draw_w=397.0, clock_sm_mhz=1005.0)  # at the cap
+            elif kind < 0.06:
+                values.update(temperature_gpu_c=88.0, clock_sm_mhz=990.0)  # hot and slowed
+            elif kind < 0.08:
+                values["utilization_gpu_pct"] = 3.0  # a stall
+            event.update(values, unsupported_fields=[])
+            out.append((at, event))
+            if rng.random() < 0.03:  # a producer duplicate
+                out.append((at, dict(event)))
+    return out
+
+
+def energy_at(at: float) -> int:
+    """The energy counter of a GPU drawing ~300 W: monotonic in event time (mJ)."""
+    return 10_000_000 + int(max(at, 0.0) * 300_000)
+
+
 def build_log(seed: int = 7, n_tokens: int = 6000) -> tuple[list[dict[str, Any]], int]:
-    """Token events on 8 GPUs with jittered (out-of-order) ts, price changes and duplicates."""
+    """Token events on 8 GPUs with jittered (out-of-order) ts, price changes and duplicates;
+    readings every 3 s per GPU with outliers and throttling (anomaly flags)."""
     rng = random.Random(seed)
     gpus = [(f"host-{h}", f"GPU-{uuid.UUID(int=rng.getrandbits(128))}") for h in range(2)
             for _ in range(4)]  # fmt: skip
     events: list[dict[str, Any]] = []
-    energy = dict.fromkeys(gpus, 10_000_000)  # mJ counters; every other GPU reports one
+    energy = dict.fromkeys(gpus, energy_at(0))  # mJ counters; every other GPU reports one
     for i, (host, gpu) in enumerate(gpus):
         price = 3.6 if i % 2 else None  # half priced by the event, half by the default
         events.append(
@@ -56,7 +96,11 @@ def build_log(seed: int = 7, n_tokens: int = 6000) -> tuple[list[dict[str, Any]]
             )
         )
     unique = 0
+    # Readings interleaved with the token traffic by event time, as producers send them.
+    readings = sorted(sensor_readings(rng, gpus, n_tokens * 0.05), key=lambda r: r[0])
     for n in range(n_tokens):
+        while readings and readings[0][0] <= n * 0.05:
+            events.append(readings.pop(0)[1])
         host, gpu = gpus[rng.randrange(len(gpus))]
         at = n * 0.05 + rng.uniform(-3.0, 3.0)  # ~200 s of traffic, out of order by up to 6 s
         event = token_event(host, gpu, at, rng.randint(0, 2000), rng.randint(0, 800),
@@ -65,11 +109,12 @@ def build_log(seed: int = 7, n_tokens: int = 6000) -> tuple[list[dict[str, Any]]
         events.append(event)
         unique += 1
         if n % 500 == 250:  # a price change mid-stream, with an energy reading
-            energy[host, gpu] += rng.randint(1_000_000, 9_000_000)
+            energy[host, gpu] = energy_at(at)
             events.append(gpu_event(host, gpu, at, price_per_hour_usd=rng.choice([2.0, 4.5]),
                                     energy_total_mj=energy[host, gpu]))  # fmt: skip
         if n % 97 == 0:  # a producer duplicate
             events.append(dict(event))
+    events.extend(r for _, r in readings)
     return events, unique
 
 
@@ -131,6 +176,8 @@ def rebuilt_token_events(log: Path) -> int:
     return sum(int(n) for n in re.findall(r"rebuilt cost state .* token_events=(\d+)", text))
 
 
+# Three drains of ~7,000 events on a shared 2-core machine: more than the suite's 300 s default.
+@pytest.mark.timeout(900)
 def test_one_replica_three_replicas_and_a_kill_store_identical_costs(
     kafka_bootstrap: str,
     mongo_url: str,
@@ -201,6 +248,11 @@ def test_one_replica_three_replicas_and_a_kill_store_identical_costs(
     assert len(reference) == unique + gpu_docs
     energy = mongo[dbs["one"]]["gpu_metrics"].count_documents({"energy_delta_j": {"$gt": 0}})
     assert energy > 0, "no reading carried an energy delta: the energy path went untested"
+    flagged = {
+        rule: mongo[dbs["one"]]["gpu_metrics"].count_documents({"anomalies.rule": rule})
+        for rule in RULES
+    }
+    assert all(flagged.values()), f"a rule never fired, so it went untested: {flagged}"
     for name in ("three", "killed"):
         other = stored(mongo, dbs[name])
         differing = [k for k in reference if reference[k] != other.get(k)]

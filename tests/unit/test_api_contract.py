@@ -25,6 +25,7 @@ CONTRACT: Final = load_schema(GPU_METRICS_V1)
 STORED_DROPS: Final = {"schema"}
 STORED_ADDS: Final = {
     "gpu_key", "price_source", "event_price_per_hour_usd", "energy_delta_j", "energy_interval_s",
+    "anomalies",
 }  # fmt: skip
 
 
@@ -85,8 +86,9 @@ def test_a_stored_reading_is_the_contract_with_the_resolved_price() -> None:
     assert kinds["price_per_hour_usd"] == (frozenset({"number"}), None, None, None)
     assert kinds["price_source"][1] == frozenset(PRICE_SOURCES)
     assert kinds["gpu_key"][0] == frozenset({"string"})
-    # The energy fields are optional: documents stored before they existed lack them.
-    optional_adds = {"energy_delta_j", "energy_interval_s"}
+    # The energy fields and anomaly flags are optional: documents stored before they existed
+    # lack them.
+    optional_adds = {"energy_delta_j", "energy_interval_s", "anomalies"}
     assert required == (
         contract_required - STORED_DROPS | STORED_ADDS - optional_adds | {"price_per_hour_usd"}
     )
@@ -173,6 +175,9 @@ def test_operation_ids_are_the_route_names(openapi: dict[str, Any]) -> None:
         "GET /api/v1/gpus": "list_gpus",
         "GET /api/v1/gpus/{host}/{gpu_uuid}/metrics": "list_gpu_readings",
         "GET /api/v1/costs": "get_costs",
+        "GET /api/v1/events/{event_id}": "get_event",
+        "GET /api/v1/requests/{request_id}": "get_request",
+        "GET /api/v1/anomalies": "list_anomalies",
         "GET /api/v1/stats": "get_stats",
     }
 

@@ -218,7 +218,7 @@ class FakeStore:
         return result
 
     def partition_history(
-        self, partition: int, before_offset: int, retain_us: int
+        self, partition: int, before_offset: int, retain_us: int, readings: int = 0
     ) -> PartitionHistory:
         """What MongoStore.partition_history answers, computed over the dicts."""
         self._check("rebuild query")
@@ -242,4 +242,12 @@ class FakeStore:
         tokens = [d for d in mine if d["schema"] == "token.usage.v1"
                   and d["ts_us"] > newest[d["gpu_key"]] - retain_us]  # fmt: skip
         tokens.sort(key=lambda d: d["kafka_offset"])
-        return PartitionHistory(latest_gpu_metrics=list(latest.values()), token_events=tokens)
+        recent: list[dict[str, Any]] = []
+        for key in {d["gpu_key"] for d in mine}:
+            of_gpu = [d for d in mine if d["schema"] == "gpu.metrics.v1" and d["gpu_key"] == key]
+            of_gpu.sort(key=lambda d: (d["ts_us"], d["_id"]), reverse=True)
+            recent.extend(of_gpu[:readings])
+        return PartitionHistory(
+            latest_gpu_metrics=list(latest.values()), token_events=tokens,
+            recent_gpu_metrics=recent,
+        )  # fmt: skip
