@@ -144,22 +144,32 @@ function summary(totals) {
 }
 
 // ---- the chart: cost per period, one line per model ((idle) included)
+const STEP = { minute: 60, hour: 3600, day: 86400 };
 function drawChart(report) {
   const box = document.getElementById("chart");
   document.getElementById("chart-period").textContent = `(USD per ${report.granularity})`;
   if (chart) { chart.destroy(); chart = null; }
   box.replaceChildren();
   if (typeof uPlot === "undefined") { box.textContent = "chart library missing"; return; }
-  const xs = [...new Set(report.rows.map((r) => Date.parse(r.period_start) / 1000))].sort((a, b) => a - b);
-  if (!xs.length) { box.append(el("p", { class: "muted" }, "no data in this window")); return; }
+  if (!report.rows.length) { box.append(el("p", { class: "muted" }, "no data in this window")); return; }
+  // Every period of the window, so a period without cost is a zero, not a gap bridged by a line.
+  const step = STEP[report.granularity];
+  const first = Math.floor(Date.parse(report.start) / 1000 / step) * step;
+  const last = Math.ceil(Date.parse(report.end) / 1000 / step) * step - step;
+  const xs = [];
+  for (let x = first; x <= last; x += step) xs.push(x);
   const index = new Map(xs.map((x, i) => [x, i]));
   const groups = perGroup(report.rows).map((g) => g.group);
   const data = [xs, ...groups.map(() => xs.map(() => 0))];
-  for (const r of report.rows) data[1 + groups.indexOf(r.group)][index.get(Date.parse(r.period_start) / 1000)] += r.cost_usd;
+  for (const r of report.rows) {
+    const i = index.get(Date.parse(r.period_start) / 1000);
+    if (i !== undefined) data[1 + groups.indexOf(r.group)][i] += r.cost_usd;
+  }
   chart = new uPlot({
     width: Math.max(400, box.clientWidth - 8),
     height: 260,
     tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
+    scales: { x: { time: true, range: [first, Math.max(last, first + step)] } },
     series: [{ label: "UTC" }, ...groups.map((g, i) => ({
       label: g, stroke: COLORS[i % COLORS.length], width: 2, dash: g === "(idle)" ? [4, 4] : undefined,
       value: (u, v) => fmt.usd(v),
@@ -185,7 +195,7 @@ function fleet(info, anomalies) {
     cell("temperature_gpu_c", r.temperature_gpu_c, r.temperature_gpu_c == null ? "—" : `${Math.round(r.temperature_gpu_c)} °C`),
     cell("price_per_hour_usd", r.price_per_hour_usd, `${fmt.usd(r.price_per_hour_usd)} / h (${r.price_source})`),
     cell("anomalies", flagged.get(r.gpu_key) || 0, anomalies == null ? "—" : String(flagged.get(r.gpu_key) || 0)),
-    el("td", {}, r.ts.replace("+00:00", "Z").replace("T", " "))));
+    el("td", {}, r.ts.slice(0, 19).replace("T", " "))));
   table("fleet", ["GPU (host/uuid)", "model", "util", "memory", "power", "temp", "price", "anomalies", "last reading (UTC)"], rows);
 }
 function anomalyList(result) {
@@ -199,7 +209,7 @@ function anomalyList(result) {
     return;
   }
   const rows = result.anomalies.slice(0, 50).map((a) => el("tr", { "data-event": a.event_id },
-    el("td", {}, a.ts.replace("+00:00", "Z").replace("T", " ")),
+    el("td", {}, a.ts.slice(0, 19).replace("T", " ")),
     el("td", {}, `${a.host}/${a.gpu_uuid}`),
     el("td", {}, ...a.flags.map((f) => el("span", { class: "flag", title: `rule ${f.rule}, score ${f.score}` },
       `${f.field} ${fmt.num(f.value)} (median ${fmt.num(f.median)})`)))));

@@ -44,6 +44,12 @@ def test_html_loads_nothing_from_elsewhere(client: TestClient, path: str) -> Non
         assert client.get(asset).status_code == 200, asset
 
 
+def test_docs_pages_switch_off_their_remote_requests(client: TestClient) -> None:
+    redoc = client.get("/redoc").text
+    assert redoc.index("/static/redoc-offline.js") < redoc.index("redoc.standalone.js")
+    assert '"validatorUrl": null' in client.get("/docs").text
+
+
 def test_page_script_and_styles_are_served(client: TestClient) -> None:
     for asset in ("/static/page.js", "/static/page.css", "/static/favicon.svg",
                   "/static/vendor/uplot/uPlot.iife.min.js"):  # fmt: skip
