@@ -204,6 +204,10 @@ function anomalyList(result) {
     box.replaceChildren(el("p", { class: "muted", id: "anomalies-unavailable" }, "anomaly flags not available (this processor has no /api/v1/anomalies)"));
     return;
   }
+  if (result.error) {
+    box.replaceChildren(el("p", { class: "error" }, `anomalies: ${result.error}`));
+    return;
+  }
   if (!result.anomalies.length) {
     box.replaceChildren(el("p", { class: "muted" }, "no anomalies in this window"));
     return;
@@ -255,7 +259,11 @@ async function refresh() {
       api("/api/v1/costs", { group_by: "model", ...span }),
       api("/api/v1/costs", { group_by: "tenant", ...span }),
       api("/gpu/info"),
-      hasAnomalies ? api("/api/v1/anomalies", { start: w.start, end: w.end }) : Promise.resolve(null),
+      // The anomaly list is an extra: its failure is shown in its box, the rest still renders.
+      hasAnomalies
+        ? api("/api/v1/anomalies", { start: w.start, end: w.end })
+          .catch((e) => { if (e instanceof AuthNeeded) throw e; return { error: String(e.message || e) }; })
+        : Promise.resolve(null),
       api("/health"),
     ]);
     summary(byModel.totals);

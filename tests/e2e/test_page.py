@@ -212,6 +212,19 @@ def test_page_shows_what_the_api_answers(
         if "/api/v1/anomalies" in openapi["paths"]:
             listed = _api(processor, "/api/v1/anomalies", start=start, end=end)
             assert ("no anomalies" in anomalies) == (listed["count"] == 0), anomalies
+            if listed["count"]:
+                assert f"{listed['count']} flagged reading(s)" in anomalies
+                shown_events = driver.find_elements(By.CSS_SELECTOR, "#anomalies tr[data-event]")
+                assert len(shown_events) == min(50, len(listed["anomalies"]))
+            per_gpu: dict[str, int] = defaultdict(int)
+            for flagged in listed["anomalies"]:
+                per_gpu[f"{flagged['host']}/{flagged['gpu_uuid']}"] += 1
+            for reading in info["stream"]:
+                count = driver.find_element(
+                    By.CSS_SELECTOR,
+                    f'#fleet tr[data-gpu="{reading["gpu_key"]}"] td[data-field="anomalies"]',
+                )
+                assert count.text == str(per_gpu[reading["gpu_key"]])
         else:
             assert "anomaly flags not available" in anomalies
 
