@@ -212,12 +212,13 @@ function anomalyList(result) {
     box.replaceChildren(el("p", { class: "muted" }, "no anomalies in this window"));
     return;
   }
-  const rows = result.anomalies.slice(0, 50).map((a) => el("tr", { "data-event": a.event_id },
+  // The API lists oldest first: show the newest 50, newest on top.
+  const rows = result.anomalies.slice(-50).reverse().map((a) => el("tr", { "data-event": a.event_id },
     el("td", {}, a.ts.slice(0, 19).replace("T", " ")),
     el("td", {}, `${a.host}/${a.gpu_uuid}`),
     el("td", {}, ...a.flags.map((f) => el("span", { class: "flag", title: `rule ${f.rule}, score ${f.score}` },
       `${f.field} ${fmt.num(f.value)} (median ${fmt.num(f.median)})`)))));
-  box.replaceChildren(el("p", { class: "muted" }, `${result.count} flagged reading(s)` + (result.count > 50 ? ", latest 50 shown" : "")), el("table", {}, el("tbody", {}, ...rows)));
+  box.replaceChildren(el("p", { class: "muted" }, `${result.count} flagged reading(s)` + (result.truncated ? " (the API's limit cut the list)" : "") + (result.count > 50 ? ", newest 50 shown" : "")), el("table", {}, el("tbody", {}, ...rows)));
 }
 
 // ---- pipeline health
