@@ -243,6 +243,14 @@ def test_page_shows_what_the_api_answers(
             {"width": 1400, "height": int(height), "deviceScaleFactor": 1, "mobile": False},
         )
         assert driver.save_screenshot(str(SCREENSHOT))
+        # A sliding window from the picker's link: the token is still in this tab's session.
+        driver.get(f"{processor.url}/?window=1h")
+        _wait_state(driver, "ready")
+        shown = driver.find_element(By.ID, "window-shown")
+        assert shown.get_attribute("data-granularity") == "minute"
+        requests = driver.find_element(By.CSS_SELECTOR, '#summary [data-field="requests"]')
+        assert requests.text == f"{EVENTS:,}"  # all were produced within the hour
+        assert severe_console_entries(driver) == []
     with capsys.disabled():
         print(f"\npage screenshot: {SCREENSHOT}")
 
