@@ -50,6 +50,10 @@ down: $(STAMP) ## Stop what `make demo` started (processor, then the local stack
 docs: $(STAMP) ## Regenerate the settings tables in docs/configuration.md
 	$(PY) scripts/config_doc.py
 
+.PHONY: vendor
+vendor: $(STAMP) ## Re-download the page's front-end assets (npm pack) and verify their sha256 manifest
+	$(PY) scripts/vendor_assets.py
+
 .PHONY: install
 install: $(STAMP) ## Create .venv from the lock requirements/dev.txt (a no-op when up to date)
 

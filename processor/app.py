@@ -20,7 +20,7 @@ from fastapi.routing import APIRoute
 from starlette_exporter import PrometheusMiddleware, handle_metrics
 
 from gpu_readers import GpuReader
-from processor.api import anomalies, auth, costs, gpus, health, lookups, problems, stats
+from processor.api import anomalies, auth, costs, gpus, health, lookups, page, problems, stats
 from processor.api.deps import LocalGpuReader
 from processor.api.problems import problem_responses
 from processor.consumer import PipelineLoop
@@ -100,6 +100,9 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        # page.install serves /docs and /redoc from vendored assets instead of a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     problems.install(app)
     auth.install(app, tokens)
@@ -125,4 +128,5 @@ def create_app(
     )  # fmt: skip
     for module in (gpus, costs, lookups, anomalies, stats):
         app.include_router(module.router, dependencies=read, responses=denied)
+    page.install(app)
     return app

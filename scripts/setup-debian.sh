@@ -6,6 +6,7 @@
 #   iproute2        ip netns / ip link: the simulation's isolated hosts
 #   the linter      shellcheck, for scripts/*.sh
 #   nodejs          node: runs compose/mongo-init/*.js against a stub in the compose tests
+#   chromium        + chromium-driver: the page's headless-browser test (tests/e2e/test_page.py)
 # Run as root (CI and the dev machines are root); prints what it installs.
 set -euo pipefail
 
@@ -17,6 +18,8 @@ declare -A WANT=(
   [ip]=iproute2
   [shellcheck]=shellcheck
   [node]=nodejs
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
 )
 
 missing=()
@@ -25,7 +28,7 @@ for tool in "${!WANT[@]}"; do
 done
 
 if ((${#missing[@]} == 0)); then
-  echo "setup-debian: all tools present (docker-compose promtool nft ip shellcheck node)"
+  echo "setup-debian: all tools present (docker-compose promtool nft ip shellcheck node chromium chromedriver)"
   exit 0
 fi
 
