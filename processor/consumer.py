@@ -39,6 +39,7 @@ from processor.dead_letters import DeadLetters, Letter
 from processor.exceptions import DeadLetterUnavailable, StoreUnavailable
 from processor.offsets import Offsets
 from processor.pricing import BatchPlan, Pricer, Rejected, key_repr
+from processor.product_metrics import ProductMetrics, newly_stored
 from processor.settings import ProcessorSettings
 from processor.store import MongoStore, WriteResult
 
@@ -95,6 +96,11 @@ class PipelineLoop:
             model, settings.output_weights(), max_message_bytes=settings.max_message_bytes
         )
         self._offsets = Offsets(settings.kafka_topic)
+        self._product = ProductMetrics(
+            max_models=settings.metrics_max_models,
+            max_tenants=settings.metrics_max_tenants,
+            budgets=settings.tenant_budgets_usd_per_day,
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # Touched only by the loop thread (rebalance callbacks run inside consume(), there).
@@ -297,6 +303,7 @@ class PipelineLoop:
         metrics.WRITE_LATENCY.observe(result.seconds)
         for doc in plan.documents():
             metrics.END_TO_END_LATENCY.observe(max(0.0, result.stored_at - doc["ts_us"] / 1e6))
+        self._product.record(newly_stored(plan.docs, result))
         metrics.STORE_UP.set(1)
         with self._lock:
             self._batches += 1
@@ -409,6 +416,7 @@ class PipelineLoop:
     # --- shared state -------------------------------------------------------------------
 
     def _touch(self) -> None:
+        metrics.LAST_POLL.set(time.time())
         with self._lock:
             self._last_poll = time.monotonic()
 

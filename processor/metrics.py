@@ -21,6 +21,7 @@ __all__ = [
     "EVENTS_INVALID",
     "EVENTS_UNPROCESSABLE",
     "EVENTS_WRITTEN",
+    "LAST_POLL",
     "PARTITION_REBUILDS",
     "STORE_UP",
     "WRITE_LATENCY",
@@ -73,6 +74,11 @@ CONSUMER_LAG = Gauge(
     "pipeline_consumer_lag", "High watermark minus committed offset.", ["partition"]
 )
 STORE_UP = Gauge("pipeline_store_up", "1 when the last MongoDB call succeeded, else 0.")
+LAST_POLL = Gauge(
+    "pipeline_consume_last_poll_timestamp_seconds",
+    "Unix time the consume loop last came back from Kafka (liveness: a stuck or dead loop "
+    "stops advancing it; the ConsumeLoopStuck alert compares it with time()).",
+)
 
 # Every label value is known up front: create the series at 0 so that increase() sees the
 # first event after a restart (a series born at 1 has no earlier sample to increase from).

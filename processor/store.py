@@ -95,6 +95,8 @@ class WriteResult:
 
     inserted: Counter[str] = field(default_factory=Counter)
     duplicates: Counter[str] = field(default_factory=Counter)
+    # (collection, _id) of the duplicates: what a redelivery re-sent, so product metrics skip it
+    duplicate_ids: set[tuple[str, str]] = field(default_factory=set)
     rejected: dict[tuple[str, str], str] = field(default_factory=dict)  # (collection, _id)
     stored_at: float = 0.0  # epoch seconds stamped on every document as stored_at
     seconds: float = 0.0  # how long the write took
@@ -178,6 +180,7 @@ class MongoStore:
                     code = error.get("code")
                     if code == _DUPLICATE_KEY:
                         duplicates += 1
+                        result.duplicate_ids.add((name, str(docs[error["index"]]["_id"])))
                     elif code in _TRANSIENT_CODES:
                         raise StoreUnavailable(
                             f"MongoDB insert into {name} failed: code={code} {error.get('errmsg')}"
@@ -201,6 +204,7 @@ class MongoStore:
                 inserted += 1
             except DuplicateKeyError:
                 duplicates += 1
+                result.duplicate_ids.add((name, str(doc["_id"])))
             except (*_UNENCODABLE, WriteError) as exc:
                 code = getattr(exc, "code", None)
                 if code in _TRANSIENT_CODES:
