@@ -209,6 +209,9 @@ class PipelineLoop:
         self._touch()
         consumer.pause(consumer.assignment())
         self._kept.extend(messages)
+        if time.monotonic() >= self._next_lag:
+            self._refresh_lag(consumer, fresh_marks=True)
+            self._next_lag = time.monotonic() + self._settings.lag_interval_s
 
     def _recover(self, consumer: Consumer, producer: Producer, letters: DeadLetters) -> bool:
         try:
@@ -391,7 +394,7 @@ class PipelineLoop:
             with self._lock:
                 self._kafka_error = err.str()
 
-    def _refresh_lag(self, consumer: Consumer) -> None:
+    def _refresh_lag(self, consumer: Consumer, *, fresh_marks: bool = False) -> None:
         try:
             if not self._offsets.assigned:
                 # Nothing assigned (more replicas than partitions, or between rebalances): a
@@ -400,7 +403,9 @@ class PipelineLoop:
                 lag: dict[int, int] = {}
                 asked = True
             else:
-                lag, asked = self._offsets.lag(consumer, ask_broker=self._kafka_error is not None)
+                lag, asked = self._offsets.lag(
+                    consumer, ask_broker=self._kafka_error is not None, fresh_marks=fresh_marks
+                )
         except KafkaException as exc:
             log.debug("lag unavailable: %s", exc)
             return
