@@ -7,6 +7,7 @@ compose/monitoring/tests/*.yml. A missing promtool fails the test, it never skip
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML is in the lock (schemathesis); no stubs
 
 from processor import metrics, product_metrics
+from tests.integration.test_compose import compose
 
 pytestmark = pytest.mark.integration
 
@@ -127,3 +129,140 @@ def test_alert_rules_use_metrics_the_processor_exports() -> None:
 
 def test_alert_rules_check() -> None:
     run_promtool("check", "rules", str(ALERTS))
+
+
+# --------------------------------------------------------------------------- compose + Grafana
+
+GRAFANA = MONITORING / "grafana"
+DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
+DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
+PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "dashboards.yml"
+# Grafana's own variables, given a representative value so promtool can parse the query.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h"}
+
+
+def rendered_with_monitoring(file: str) -> dict[str, Any]:
+    done = compose(file, "--profile", "monitoring", "config")
+    assert done.returncode == 0, done.stderr
+    config: dict[str, Any] = yaml.safe_load(done.stdout)
+    return config
+
+
+@pytest.mark.parametrize("file", ["single-host.yml", "admin-monitoring.yml"])
+def test_monitoring_services_render_with_pinned_images(file: str) -> None:
+    services = rendered_with_monitoring(file)["services"]
+    images = {name: services[name]["image"] for name in ("prometheus", "grafana")}
+    assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", images["prometheus"]), images
+    assert re.fullmatch(r"grafana/grafana-oss:\d+\.\d+\.\d+", images["grafana"]), images
+    for name in ("prometheus", "grafana"):
+        assert "healthcheck" in services[name], name
+    # docker-compose 1.29 renders short volume syntax: SOURCE:TARGET[:MODE].
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in services["grafana"]["volumes"]}
+    assert mounts["/var/lib/grafana/dashboards"].endswith("compose/monitoring/grafana/dashboards")
+    assert mounts["/etc/grafana/provisioning"].endswith("compose/monitoring/grafana/provisioning")
+    config = next(a for a in services["prometheus"]["command"] if a.startswith("--config.file="))
+    config_file = MONITORING / Path(config.partition("=")[2]).name
+    assert config_file.is_file(), config
+    out = run_promtool("check", "config", str(config_file))
+    assert "1 rule files found" in out  # alerts.yml loaded
+
+
+def test_single_host_monitoring_is_an_opt_in_profile() -> None:
+    done = compose("single-host.yml", "config")
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["monitoring"], name
+    assert "profiles" not in services["processor"]
+
+
+def test_single_host_prometheus_scrapes_every_processor_replica() -> None:
+    config = load(MONITORING / "prometheus-single-host.yml")
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "processor")
+    # DNS service discovery: one target per container of the `processor` service.
+    assert job["dns_sd_configs"] == [
+        {"names": ["processor"], "type": "A", "port": 8080, "refresh_interval": "30s"}
+    ]
+    assert config["rule_files"] == ["alerts.yml"]
+
+
+def datasource_uid() -> str:
+    (source,) = load(DATASOURCES)["datasources"]
+    assert source["type"] == "prometheus"
+    uid: str = source["uid"]
+    return uid
+
+
+def panels() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (path.name, panel)
+        for path in DASHBOARDS
+        for panel in json.loads(path.read_text("utf-8"))["panels"]
+    ]
+
+
+def test_dashboards_provider_loads_the_mounted_directory() -> None:
+    (provider,) = load(PROVIDERS)["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_two_dashboards_with_the_panels_asked_for() -> None:
+    by_title = {json.loads(p.read_text("utf-8"))["title"]: p for p in DASHBOARDS}
+    assert set(by_title) == {"Token cost", "Pipeline health"}
+    wanted = {
+        "Token cost": ["$ per 1M tokens by model", "Cost by tenant", "Cost by model", "Idle share",
+                       "Energy per 1M tokens", "GPU utilisation", "GPU power", "GPU temperature"],
+        "Pipeline health": ["Consume rate", "Consumer lag across replicas", "End-to-end latency",
+                            "write latency", "Dead letters", "Store up", "rebuilds"],
+    }  # fmt: skip
+    for title, parts in wanted.items():
+        titles = [p["title"] for p in json.loads(by_title[title].read_text("utf-8"))["panels"]]
+        for part in parts:
+            assert any(part.lower() in t.lower() for t in titles), f"{title}: no {part!r} panel"
+
+
+def test_dashboards_are_structurally_sound() -> None:
+    uid = datasource_uid()
+    uids = set()
+    for path in DASHBOARDS:
+        dashboard = json.loads(path.read_text("utf-8"))
+        uids.add(dashboard["uid"])
+        ids = [p["id"] for p in dashboard["panels"]]
+        assert len(ids) == len(set(ids)), f"{path.name}: duplicate panel ids"
+    assert len(uids) == len(DASHBOARDS), "dashboard uids must differ"
+    for name, panel in panels():
+        where = f"{name}: panel {panel['id']} {panel['title']!r}"
+        assert panel["datasource"]["uid"] == uid, where
+        assert panel["fieldConfig"]["defaults"].get("unit"), f"{where}: no unit"
+        assert panel["targets"], f"{where}: no query"
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == uid, where
+            assert target["expr"].strip(), where
+
+
+def dashboard_expressions() -> list[str]:
+    return [target["expr"] for _, panel in panels() for target in panel["targets"]]
+
+
+def test_every_promql_expression_parses(tmp_path: Path) -> None:
+    """Dashboards' and rules' queries written as recording rules: promtool parses each one."""
+    exprs = dashboard_expressions() + [rule["expr"] for rule in alert_rules()]
+    rules = []
+    for n, expr in enumerate(exprs):
+        for variable, value in GRAFANA_VARIABLES.items():
+            expr = expr.replace(variable, value)
+        assert "$" not in expr.replace("$labels", "").replace("$value", ""), expr
+        rules.append({"record": f"check:expression_{n}", "expr": expr})
+    generated = tmp_path / "expressions.yml"
+    generated.write_text(json.dumps({"groups": [{"name": "expressions", "rules": rules}]}))
+    out = run_promtool("check", "rules", str(generated), cwd=tmp_path)
+    assert f"SUCCESS: {len(rules)} rules found" in out
+
+
+def test_dashboards_use_metrics_the_processor_exports() -> None:
+    used = set()
+    for expr in dashboard_expressions():
+        used |= set(re.findall(r"\b(?:pipeline_|tokencost_|DCGM_)\w+", expr))
+    assert used, "the dashboards query no processor metric"
+    assert used <= exported_metric_names(), sorted(used - exported_metric_names())
