@@ -42,6 +42,7 @@ from processor.pricing import BatchPlan, Pricer, Rejected, key_repr
 from processor.product_metrics import ProductMetrics, newly_stored
 from processor.settings import ProcessorSettings
 from processor.store import MongoStore, WriteResult
+from service_settings.logs import KAFKA_LOGGER
 
 __all__ = ["LoopStatus", "PipelineLoop"]
 
@@ -153,9 +154,12 @@ class PipelineLoop:
 
     def _run(self) -> None:
         s = self._settings
-        consumer = self._consumer_factory({**s.consumer_config(), "error_cb": self._on_kafka_error})
+        # logger: librdkafka's own lines through Python logging (LOG_FORMAT), not raw stderr.
+        consumer = self._consumer_factory(
+            {**s.consumer_config(), "error_cb": self._on_kafka_error, "logger": KAFKA_LOGGER}
+        )
         producer = self._producer_factory(
-            {**s.dlq_producer_config(), "error_cb": self._on_kafka_error}
+            {**s.dlq_producer_config(), "error_cb": self._on_kafka_error, "logger": KAFKA_LOGGER}
         )
         letters = DeadLetters(producer, s.kafka_dlq_topic)
         try:
