@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from processor.app import create_app
 from processor.settings import ProcessorSettings
 from service_settings import problems, report
+from service_settings.logs import configure_logging
 
 
 def _stopped_gracefully(signum: int, _frame: FrameType | None) -> None:
@@ -40,10 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:  # before the port is bound: nothing to undo
         sys.stderr.write(report("processor", problems(exc, ProcessorSettings)))
         return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     # uvicorn turns SIGTERM into a graceful shutdown, which runs the lifespan's exit: the loop
     # finishes its batch, commits and leaves the group. It then restores the handler it found
     # and raises the signal again; this handler makes that a clean exit 0, as supervisors
@@ -55,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         port=settings.http_port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        # No handlers of uvicorn's own (nor its colours): its lines go to the root handler in
+        # LOG_FORMAT like every other line.
+        log_config=None,
     )
     return 0
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from confluent_kafka.admin import AdminClient
 from fastapi import FastAPI
@@ -26,6 +27,7 @@ from processor.api.problems import problem_responses
 from processor.consumer import PipelineLoop
 from processor.settings import ProcessorSettings
 from processor.store import MongoStore
+from service_settings.logs import KAFKA_LOGGER
 
 __all__ = ["create_app"]
 
@@ -59,7 +61,10 @@ def create_app(
         )
         app.state.settings = settings
         app.state.store = store
-        app.state.kafka_admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        admin_config: dict[str, Any] = {
+            "bootstrap.servers": settings.kafka_bootstrap, "logger": KAFKA_LOGGER,
+        }  # fmt: skip
+        app.state.kafka_admin = AdminClient(admin_config)
         own_reader = (
             GpuReader(settings.processor_host, seed_file=settings.gpu_seed_file)
             if gpu_reader is None

@@ -41,8 +41,10 @@ from processor.documents import GPU_METRICS
 from processor.exceptions import DeadLetterUnavailable, StoreUnavailable
 from processor.offsets import Offsets
 from processor.pricing import BatchPlan, Pricer, Rejected, key_repr
+from processor.product_metrics import ProductMetrics, newly_stored
 from processor.settings import ProcessorSettings
 from processor.store import MongoStore, WriteResult
+from service_settings.logs import KAFKA_LOGGER
 
 __all__ = ["LoopStatus", "PipelineLoop"]
 
@@ -100,6 +102,11 @@ class PipelineLoop:
             anomalies=AnomalyDetector(settings.anomaly_rules()),
         )
         self._offsets = Offsets(settings.kafka_topic)
+        self._product = ProductMetrics(
+            max_models=settings.metrics_max_models,
+            max_tenants=settings.metrics_max_tenants,
+            budgets=settings.tenant_budgets_usd_per_day,
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # Touched only by the loop thread (rebalance callbacks run inside consume(), there).
@@ -152,9 +159,12 @@ class PipelineLoop:
 
     def _run(self) -> None:
         s = self._settings
-        consumer = self._consumer_factory({**s.consumer_config(), "error_cb": self._on_kafka_error})
+        # logger: librdkafka's own lines through Python logging (LOG_FORMAT), not raw stderr.
+        consumer = self._consumer_factory(
+            {**s.consumer_config(), "error_cb": self._on_kafka_error, "logger": KAFKA_LOGGER}
+        )
         producer = self._producer_factory(
-            {**s.dlq_producer_config(), "error_cb": self._on_kafka_error}
+            {**s.dlq_producer_config(), "error_cb": self._on_kafka_error, "logger": KAFKA_LOGGER}
         )
         letters = DeadLetters(producer, s.kafka_dlq_topic)
         try:
@@ -208,6 +218,9 @@ class PipelineLoop:
         self._touch()
         consumer.pause(consumer.assignment())
         self._kept.extend(messages)
+        if time.monotonic() >= self._next_lag:
+            self._refresh_lag(consumer, fresh_marks=True)
+            self._next_lag = time.monotonic() + self._settings.lag_interval_s
 
     def _recover(self, consumer: Consumer, producer: Producer, letters: DeadLetters) -> bool:
         try:
@@ -309,6 +322,7 @@ class PipelineLoop:
         metrics.WRITE_LATENCY.observe(result.seconds)
         for doc in plan.documents():
             metrics.END_TO_END_LATENCY.observe(max(0.0, result.stored_at - doc["ts_us"] / 1e6))
+        self._product.record(newly_stored(plan.docs, result))
         metrics.STORE_UP.set(1)
         with self._lock:
             self._batches += 1
@@ -396,7 +410,7 @@ class PipelineLoop:
             with self._lock:
                 self._kafka_error = err.str()
 
-    def _refresh_lag(self, consumer: Consumer) -> None:
+    def _refresh_lag(self, consumer: Consumer, *, fresh_marks: bool = False) -> None:
         try:
             if not self._offsets.assigned:
                 # Nothing assigned (more replicas than partitions, or between rebalances): a
@@ -405,7 +419,9 @@ class PipelineLoop:
                 lag: dict[int, int] = {}
                 asked = True
             else:
-                lag, asked = self._offsets.lag(consumer, ask_broker=self._kafka_error is not None)
+                lag, asked = self._offsets.lag(
+                    consumer, ask_broker=self._kafka_error is not None, fresh_marks=fresh_marks
+                )
         except KafkaException as exc:
             log.debug("lag unavailable: %s", exc)
             return
@@ -421,6 +437,7 @@ class PipelineLoop:
     # --- shared state -------------------------------------------------------------------
 
     def _touch(self) -> None:
+        metrics.LAST_POLL.set(time.time())
         with self._lock:
             self._last_poll = time.monotonic()
 

@@ -23,6 +23,7 @@ __all__ = [
     "EVENTS_UNPROCESSABLE",
     "EVENTS_WRITTEN",
     "GPU_ANOMALIES",
+    "LAST_POLL",
     "PARTITION_REBUILDS",
     "STORE_UP",
     "WRITE_LATENCY",
@@ -79,6 +80,11 @@ GPU_ANOMALIES = Counter(
     "pipeline_gpu_anomalies",
     "Anomaly flags on newly stored GPU readings, by rule (docs/anomalies.md).",
     ["rule"],
+)
+LAST_POLL = Gauge(
+    "pipeline_consume_last_poll_timestamp_seconds",
+    "Unix time the consume loop last came back from Kafka (liveness: a stuck or dead loop "
+    "stops advancing it; the ConsumeLoopStuck alert compares it with time()).",
 )
 
 # Every label value is known up front: create the series at 0 so that increase() sees the

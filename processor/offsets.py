@@ -94,7 +94,9 @@ class Offsets:
         except KafkaException as exc:
             log.warning("deferred commit failed again: %s", exc)
 
-    def lag(self, consumer: Consumer, *, ask_broker: bool) -> tuple[dict[int, int], bool]:
+    def lag(
+        self, consumer: Consumer, *, ask_broker: bool, fresh_marks: bool = False
+    ) -> tuple[dict[int, int], bool]:
         """``(partition -> lag, whether the broker was asked)``; raises KafkaException.
 
         Lag = high watermark - the group's committed offset. librdkafka's cached high mark
@@ -113,7 +115,10 @@ class Offsets:
                 committed[tp.partition] = tp.offset
         lag: dict[int, int] = {}
         for tp in partitions:
-            low, high = consumer.get_watermark_offsets(tp, cached=True)
+            # A paused partition is not fetched, so its cached high mark stops moving: while
+            # degraded the caller asks for fresh marks (the NoConsumptionWhileTopicGrows alert
+            # needs the lag to grow while nothing is consumed).
+            low, high = (-1, -1) if fresh_marks else consumer.get_watermark_offsets(tp, cached=True)
             if high < 0 or (committed.get(tp.partition, -1) < 0 and low < 0):
                 # Nothing fetched yet, or we need the low mark: ask once.
                 asked = True

@@ -32,6 +32,7 @@ from processor.cost import OutputWeights, weight_milli
 from service_settings import (
     KafkaBootstrap,
     KafkaTopic,
+    LogFormat,
     LogLevel,
     Secret,
     SecretList,
@@ -49,6 +50,8 @@ MIN_TOKEN_CHARS = 16
 # the JSON, not something to coerce; an int is fine.
 PriceMap = dict[str, Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]]
 _PRICE_MAP: TypeAdapter[PriceMap] = TypeAdapter(PriceMap)
+# USD per day by tenant (TENANT_BUDGETS_USD_PER_DAY).
+BudgetMap = dict[str, Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]]
 # Output weight k by model name (checked further by processor.cost.OutputWeights).
 WeightMap = dict[str, Annotated[float, Field(strict=True, gt=0, le=1000, allow_inf_nan=False)]]
 
@@ -285,6 +288,28 @@ class ProcessorSettings(ServiceSettings):
         default_factory=socket.gethostname, description="Host name reported by /gpu/info."
     )
     log_level: LogLevel = Field("INFO", description="Log level.")
+    metrics_max_models: int = Field(
+        50,
+        ge=1,
+        le=10_000,
+        description="Distinct `model` label values on /metrics per replica; later models are "
+        "counted as `(other)` (bounds Prometheus cardinality; docs/metrics.md).",
+    )
+    metrics_max_tenants: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="Distinct `tenant` label values on /metrics per replica, besides the "
+        "tenants of TENANT_BUDGETS_USD_PER_DAY (always kept); later tenants are `(other)`.",
+    )
+    tenant_budgets_usd_per_day: Annotated[BudgetMap, BeforeValidator(_json_object)] = Field(
+        {},
+        description='Daily spend budget per tenant as JSON, e.g. {"team-a": 250}; exported as '
+        "tokencost_tenant_budget_usd_per_day for the TenantOverBudget alert.",
+    )
+    log_format: LogFormat = Field(
+        "text", description="`text` (default) or `json`: one JSON object per log line."
+    )
 
     @field_validator("api_read_tokens", "api_admin_tokens")
     @classmethod

@@ -105,7 +105,8 @@ class WriteResult:
 
     inserted: Counter[str] = field(default_factory=Counter)
     duplicates: Counter[str] = field(default_factory=Counter)
-    duplicate_ids: set[tuple[str, str]] = field(default_factory=set)  # (collection, _id)
+    # (collection, _id) of the duplicates: what a redelivery re-sent, so metrics skip it
+    duplicate_ids: set[tuple[str, str]] = field(default_factory=set)
     rejected: dict[tuple[str, str], str] = field(default_factory=dict)  # (collection, _id)
     stored_at: float = 0.0  # epoch seconds stamped on every document as stored_at
     seconds: float = 0.0  # how long the write took

@@ -45,6 +45,7 @@ from producers.service import (
 from producers.settings import ProducerSettings, load_settings
 from producers.trace import AzureTraceReplay, TraceMapper, scan_azure_trace
 from service_settings import report
+from service_settings.logs import configure_logging, json_logging
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
@@ -247,19 +248,13 @@ def _settings_from(args: argparse.Namespace) -> ProducerSettings:
     return load_settings(overrides, flags=flags)
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        force=True,
-    )
-
-
 def _report(summary: Summary, summary_json: str | None) -> None:
     if summary_json == "-":
         sys.stdout.write(orjson.dumps(summary.as_dict()).decode() + "\n")
-        sys.stderr.write(summary.line() + "\n")
+        if json_logging():  # stderr holds only JSON lines then
+            log.info("%s", summary.line())
+        else:
+            sys.stderr.write(summary.line() + "\n")
     else:
         sys.stdout.write(summary.line() + "\n")
         if summary_json:
@@ -270,7 +265,10 @@ def _report(summary: Summary, summary_json: str | None) -> None:
 
 
 def _error(message: str) -> None:
-    sys.stderr.write(f"producers: error: {message}\n")
+    if json_logging():
+        log.error("%s", message)
+    else:
+        sys.stderr.write(f"producers: error: {message}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -281,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         sys.stderr.write(report("producers", str(exc).splitlines()))
         return EXIT_USAGE
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
 
     replay: ReplaySource | None = None
     if args.command == "replay":

@@ -34,6 +34,7 @@ from producers.tenants import DEFAULT_TENANTS, TenantMix
 from service_settings import (
     KafkaBootstrap,
     KafkaTopic,
+    LogFormat,
     LogLevel,
     ServiceSettings,
     explained,
@@ -245,6 +246,11 @@ class ProducerSettings(ServiceSettings):
     )
     log_level: LogLevel = Field(
         default="INFO", validation_alias="LOG_LEVEL", description="Log level (stderr)."
+    )
+    log_format: LogFormat = Field(
+        default="text",
+        validation_alias="LOG_FORMAT",
+        description="`text` (default) or `json`: one JSON object per log line (stderr).",
     )
 
     @field_validator("delivery_timeout_ms")

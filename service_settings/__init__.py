@@ -37,6 +37,7 @@ from pydantic_settings import (
 __all__ = [
     "KafkaBootstrap",
     "KafkaTopic",
+    "LogFormat",
     "LogLevel",
     "Secret",
     "SecretList",
@@ -220,6 +221,8 @@ KafkaTopic = Annotated[
     ),
 ]
 LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)]
+# LOG_FORMAT: `text` for people at a terminal, `json` (one object per line) for log shippers.
+LogFormat = Annotated[Literal["text", "json"], BeforeValidator(str.lower)]
 
 
 def env_name(cls: type[BaseSettings], name: str) -> str:

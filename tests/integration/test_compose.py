@@ -44,6 +44,7 @@ COMPOSE_FILES = (
     "vm3-processor.yml",
     "vm4-producers.yml",
     "single-host.yml",
+    "admin-monitoring.yml",
 )
 FIREWALL = REPO / "scripts" / "firewall"
 ROLES = ("vm1-kafka", "vm1-kafka-cluster", "vm2-mongo", "vm3-processor", "vm4-producers")

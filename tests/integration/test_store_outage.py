@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from pymongo import MongoClient
 
@@ -22,6 +23,17 @@ from tests.support.processes import REPO, ProcessorProcess, free_port, wait_for
 pytestmark = pytest.mark.integration
 
 GPU = "GPU-eeeeeeee-0000-0000-0000-000000000005"
+
+
+def lag_sum(url: str) -> float | None:
+    """Sum of pipeline_consumer_lag on /metrics (None before the first lag sample)."""
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("pipeline_consumer_lag{")
+    ]
+    return sum(values) if values else None
 
 
 def stack(state_dir: Path, listen: str, *args: str) -> None:
@@ -86,8 +98,20 @@ def test_mongodb_outage_degrades_then_recovers_without_loss(
         assert "MongoDB" in body["consumer"]["detail"]
         assert body["kafka"]["ok"] is True  # only the failing parts are named
 
+        # While paused, the lag gauges still follow the topic (fresh high marks): what the
+        # NoConsumptionWhileTopicGrows alert reads. 100 more events must show up as lag.
+        lag_paused = wait_for("lag gauges while paused", lambda: lag_sum(processor.url), 30)
+        more = [token_event("h", GPU, 60 + i * 0.1, 10, 10) for i in range(100)]
+        produce_events(kafka_bootstrap, topic, more)
+        wait_for(
+            "lag to grow by 100 while paused",
+            lambda: (lag_sum(processor.url) or 0) >= lag_paused + 100,
+            30,
+        )
+        during += more
+
         stack(state_dir, listen, "up")  # same state dir: the first 200 are still there
-        wait_for("all 500 stored after recovery", lambda: count() == 500, 120)
+        wait_for("all 600 stored after recovery", lambda: count() == 600, 120)
         wait_for("health ok again", lambda: processor.health()[0] == 200, 60)
         ids = {d["_id"] for d in stored.find({}, {"_id": 1})}
         assert ids == {e["event_id"] for e in before + during}  # each exactly once

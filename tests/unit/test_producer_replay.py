@@ -194,7 +194,7 @@ def test_cli_rejects_an_invalid_file_before_connecting(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # main() configures the root logger for a CLI process; not inside the test session.
-    monkeypatch.setattr("producers.cli._configure_logging", lambda level: None)
+    monkeypatch.setattr("producers.cli.configure_logging", lambda level, fmt: None)
     path = tmp_path / "bad.jsonl"
     path.write_text(jsonl(TOKEN) + "{oops\n" + jsonl(token(latency_ms=-5)), encoding="utf-8")
     # An unreachable broker: the file is rejected first, so this returns at once with 2.
