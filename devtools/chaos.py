@@ -84,7 +84,7 @@ class Target:
         if self.state_dir is None:
             raise ValueError("server faults need a stack state dir")
         stack.up(self.state_dir, only=only, kafka_listen=self.kafka_listen,
-                 mongo_listen=self.mongo_listen, brokers=self.brokers)  # fmt: skip
+                 mongo_listen=self.mongo_listen, brokers=self.brokers, rejoin=True)  # fmt: skip
 
     def stop_servers(self, only: str) -> None:
         if self.state_dir is None:
