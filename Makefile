@@ -97,6 +97,10 @@ test: setup lint ## The whole suite: lint + unit + integration + e2e (what CI ru
 bench: $(STAMP) ## Benchmarks (producer, validation, processor drain, latency); appends docs/benchmarks.md
 	$(PY) scripts/bench.py $(BENCH_ARGS)
 
+.PHONY: chaos
+chaos: $(STAMP) ## Fault suite on a 3-broker cluster (~8 min): one line per fault, non-zero exit on loss/dup/diff
+	$(PY) scripts/chaos.py $(CHAOS_ARGS)
+
 .PHONY: vmsim
 vmsim: setup $(STAMP) ## Four-host topology in network namespaces + firewall + smoke test (root)
 	$(PY) scripts/vmsim.py run

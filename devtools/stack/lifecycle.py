@@ -120,12 +120,14 @@ def up(
     kafka_timeout: float = KAFKA_READY_TIMEOUT_S,
     mongo_timeout: float = MONGO_READY_TIMEOUT_S,
     brokers: int = 1,
+    rejoin: bool = False,
 ) -> dict[Server, ServerState]:
     """Start the selected servers unless they already run from this state dir; wait until they
     answer; create the topics. Idempotent. Raises StackError (MissingToolError) on failure.
 
     *brokers* = 3 runs a 3-node KRaft cluster (combined broker+controller nodes) whose topics
-    have replication factor 3 and min.insync.replicas 2."""
+    have replication factor 3 and min.insync.replicas 2. *rejoin*: restart the nodes of a running
+    cluster that died (the fault suite's broker kill); they rejoin with their formatted storage."""
     cfg = StackConfig.make(
         state_dir,
         kafka_listen=kafka_listen,
@@ -159,7 +161,7 @@ def up(
             elif has_pid_files(cfg.state_dir, unit.name):
                 remove_pid_files(cfg.state_dir, unit.name)  # stale: that process is gone
         kafka_running = [u for u in units if u.server == "kafka" and u.name in running]
-        if kafka_running and len(kafka_running) != brokers:
+        if kafka_running and len(kafka_running) != brokers and not rejoin:
             # A KRaft quorum is formatted with its voters; adding nodes to a running one is a
             # reconfiguration this dev tool does not do (nor restart half a cluster).
             raise StackError(

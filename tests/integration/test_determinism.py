@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from pymongo import MongoClient
 
+from devtools.derived import stored_derived as stored
 from devtools.events import gpu_event, token_event
 from processor.anomalies import RULES
 from tests.support.kafka_io import produce_events
@@ -26,14 +27,6 @@ from tests.support.processes import ProcessorProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
-# Every field the cost model or the document builder derives, and the tenant it is billed to.
-COST_FIELDS = ("tokens", "tps", "price_per_hour_usd", "price_source", "cost_per_token", "cost_usd",
-               "output_weight", "weighted_tokens", "weighted_tps", "cost_per_input_token",
-               "cost_per_output_token", "input_cost_usd", "output_cost_usd", "tenant",
-               "kafka_partition", "kafka_offset", "minute")  # fmt: skip
-GPU_FIELDS = ("price_per_hour_usd", "price_source", "energy_delta_j", "energy_samples",
-              "energy_interval_s", "power_samples", "minute", "anomalies",
-              "anomaly_count")  # fmt: skip
 MODELS = ("llama-3.1-8b-instruct", "llama-3.1-70b-instruct")
 TENANTS = ("team-a", "team-b", None)
 
@@ -160,15 +153,6 @@ def run_env(kafka_bootstrap: str, mongo_url: str, topic: str, db: str) -> dict[s
         "OUTPUT_TOKEN_WEIGHT_BY_MODEL": '{"llama-3.1-70b-instruct": 2.5}',
         "LOG_LEVEL": "INFO",
     }
-
-
-def stored(client: MongoClient[dict[str, Any]], db: str) -> dict[str, tuple[Any, ...]]:
-    """Every stored document's derived fields, token and GPU alike, keyed by event_id."""
-    out: dict[str, tuple[Any, ...]] = {}
-    for collection, fields in (("token_usage", COST_FIELDS), ("gpu_metrics", GPU_FIELDS)):
-        for d in client[db][collection].find({}, dict.fromkeys(fields, 1)):
-            out[d["_id"]] = tuple(d.get(f) for f in fields)
-    return out
 
 
 def rebuilt_token_events(log: Path) -> int:
