@@ -243,6 +243,41 @@ class ProducerSettings(ServiceSettings):
         validation_alias="PRODUCER_PROGRESS_S",
         description="Seconds between progress lines on stderr; 0 = none.",
     )
+    # 4318: the OTLP/HTTP port every OpenTelemetry SDK and Collector uses by default.
+    otlp_listen: str = Field(
+        default="0.0.0.0:4318",
+        pattern=explained(r"^[^\s:]*:\d{1,5}$", "must be HOST:PORT"),
+        validation_alias="PRODUCER_OTLP_LISTEN",
+        description="otlp: address the OTLP/HTTP receiver listens on (POST /v1/traces).",
+    )
+    otlp_tenant_attribute: str = Field(
+        default="tenant.id",
+        min_length=1,
+        validation_alias="PRODUCER_OTLP_TENANT_ATTRIBUTE",
+        description="otlp: span (else resource) attribute whose value is the event's tenant.",
+    )
+    otlp_gpu_attribute: str = Field(
+        default="gpu.index",
+        min_length=1,
+        validation_alias="PRODUCER_OTLP_GPU_ATTRIBUTE",
+        description="otlp: resource (or span) attribute listing the gpu_index values that "
+        "served the span (comma-separated); without it the GPUs come from PRODUCER_DEPLOYMENT "
+        "by model.",
+    )
+    # 10,000 events: a minute of a busy host's requests if Kafka stalls, about 10 MB of memory.
+    otlp_queue_size: int = Field(
+        default=10_000,
+        ge=1,
+        validation_alias="PRODUCER_OTLP_QUEUE_SIZE",
+        description="otlp: events held for Kafka; beyond it new events are dropped and counted.",
+    )
+    # 4 MiB (after gzip inflation): the OpenTelemetry Collector's default batch is far smaller.
+    otlp_max_body_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        validation_alias="PRODUCER_OTLP_MAX_BODY_BYTES",
+        description="otlp: largest request body accepted (inflated); larger gets 413.",
+    )
     log_level: LogLevel = Field(
         default="INFO", validation_alias="LOG_LEVEL", description="Log level (stderr)."
     )
