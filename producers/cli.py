@@ -391,7 +391,13 @@ def _trace_replay(args: argparse.Namespace, settings: ProducerSettings) -> Azure
 
 def _gpu_reader(settings: ProducerSettings, seed: int | None) -> GpuReader:
     rng = None if seed is None else random.Random(seed)
-    return GpuReader(settings.host, seed_file=settings.gpu_seed_file, rng=rng)
+    return GpuReader(
+        settings.host,
+        seed_file=settings.gpu_seed_file,
+        rng=rng,
+        dcgm_url=settings.dcgm_exporter_url,
+        sources=settings.gpu_sources,
+    )
 
 
 def _otlp(args: argparse.Namespace, settings: ProducerSettings) -> int:

@@ -26,8 +26,10 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
+from gpu_readers import KNOWN_SOURCES
 from producers.exceptions import SettingsError
 from producers.fleet import DeploymentEntry, parse_deployment
 from producers.tenants import DEFAULT_TENANTS, TenantMix
@@ -115,6 +117,19 @@ def _split_models(value: Any) -> Any:
     return models
 
 
+def _split_sources(value: Any) -> Any:
+    """PRODUCER_GPU_SOURCES: names separated by commas, each known, none twice."""
+    if not isinstance(value, str):
+        return value
+    names = [part.strip().lower() for part in value.split(",") if part.strip()]
+    if not names:
+        return None
+    unknown = [n for n in names if n not in KNOWN_SOURCES]
+    if unknown or len(set(names)) != len(names):
+        raise ValueError(f"must list each of {', '.join(KNOWN_SOURCES)} at most once")
+    return names
+
+
 def _split_deployment(value: Any) -> Any:
     """PRODUCER_DEPLOYMENT as written, ``model=i[,i...];...`` (see ``producers.fleet``)."""
     return parse_deployment(value) if isinstance(value, str) else value
@@ -173,6 +188,22 @@ class ProducerSettings(ServiceSettings):
         default=None,
         validation_alias="GPU_SEED_FILE",
         description="Seed file of GPUs for hosts without NVML/nvidia-smi (else the built-in one).",
+    )
+    # Empty = the built-in order: nvml,nvidia-smi,seed, with dcgm-exporter before seed when
+    # GPU_DCGM_EXPORTER_URL is set.
+    gpu_sources: Annotated[list[str] | None, BeforeValidator(_split_sources)] = Field(
+        default=None,
+        validation_alias="PRODUCER_GPU_SOURCES",
+        description="GPU sources in the order tried, from nvml, nvidia-smi, dcgm-exporter, "
+        "seed (e.g. nvml,nvidia-smi,dcgm-exporter,seed); default: nvml,nvidia-smi,"
+        "[dcgm-exporter,]seed.",
+    )
+    dcgm_exporter_url: str | None = Field(
+        default=None,
+        pattern=explained(r"^https?://\S+$", "must be an http(s) URL"),
+        validation_alias="GPU_DCGM_EXPORTER_URL",
+        description="dcgm-exporter /metrics URL (e.g. http://127.0.0.1:9400/metrics): "
+        "read as the dcgm-exporter GPU source.",
     )
     # The default is the text a user would write (settings validate their defaults, so it is
     # parsed like PRODUCER_MODELS), so that the docs table shows it in that form; hence the
@@ -291,6 +322,15 @@ class ProducerSettings(ServiceSettings):
         if linger is not None and value < linger:
             raise ValueError(f"must be >= PRODUCER_LINGER_MS ({value} < {linger})")
         return value
+
+    @model_validator(mode="after")
+    def _dcgm_needs_url(self) -> ProducerSettings:
+        # Both settings are read before this runs, so the error can name the missing one.
+        if self.gpu_sources and "dcgm-exporter" in self.gpu_sources and not self.dcgm_exporter_url:
+            raise ValueError(
+                "PRODUCER_GPU_SOURCES lists dcgm-exporter but GPU_DCGM_EXPORTER_URL is not set"
+            )
+        return self
 
     @property
     def effective_client_id(self) -> str:
