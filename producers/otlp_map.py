@@ -7,8 +7,10 @@
 Mapping (docs/connect.md has the table):
 
 - a span is **usage** when it carries ``gen_ai.usage.input_tokens`` or
-  ``gen_ai.usage.output_tokens`` (a missing one counts as 0); any other span is *ignored*
-  (counted, not an error: most spans of a traced app are not LLM calls);
+  ``gen_ai.usage.output_tokens`` (a missing one counts as 0), or the older names
+  ``gen_ai.usage.prompt_tokens`` / ``gen_ai.usage.completion_tokens`` that earlier OpenLIT and
+  OpenLLMetry releases write; any other span is *ignored* (counted, not an error: most spans
+  of a traced app are not LLM calls);
 - ``model`` = ``gen_ai.response.model``, else ``gen_ai.request.model``;
 - ``request_id`` = ``gen_ai.response.id``; ``latency_ms`` = end - start; ``ts`` = end;
   ``cache_read_input_tokens`` = ``gen_ai.usage.cache_read.input_tokens``;
@@ -65,6 +67,9 @@ CONTENT_JSON: Final = "application/json"
 INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
 OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 CACHE_READ: Final = "gen_ai.usage.cache_read.input_tokens"
+# Names of the same counts before the conventions settled on input/output.
+OLD_INPUT_TOKENS: Final = "gen_ai.usage.prompt_tokens"
+OLD_OUTPUT_TOKENS: Final = "gen_ai.usage.completion_tokens"
 RESPONSE_MODEL: Final = "gen_ai.response.model"
 REQUEST_MODEL: Final = "gen_ai.request.model"
 RESPONSE_ID: Final = "gen_ai.response.id"
@@ -242,6 +247,9 @@ def _event(
 ) -> list[dict[str, Any]] | None:
     """The span's events, None when it is not usage; ValueError says why it is invalid."""
     attrs = _attributes(span.attributes)
+    for old, new in ((OLD_INPUT_TOKENS, INPUT_TOKENS), (OLD_OUTPUT_TOKENS, OUTPUT_TOKENS)):
+        if new not in attrs and old in attrs:
+            attrs[new] = attrs[old]
     if INPUT_TOKENS not in attrs and OUTPUT_TOKENS not in attrs:
         return None
     model = attrs.get(RESPONSE_MODEL) or attrs.get(REQUEST_MODEL)

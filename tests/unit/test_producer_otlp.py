@@ -266,3 +266,15 @@ def test_a_stuck_sink_never_blocks_the_response_and_drops_are_counted() -> None:
         server.stop()
         sink.gate.set()
         publisher.stop(1.0)
+
+
+def test_older_prompt_and_completion_token_names_are_read(receiver: Receiver) -> None:
+    attributes = {
+        "gen_ai.request.model": "mistral-7b",
+        "gen_ai.usage.prompt_tokens": 40,
+        "gen_ai.usage.completion_tokens": 9,
+    }
+    export_spans(receiver.server.url, [{"name": "chat", "attributes": attributes}], {})
+    (event,) = receiver.wait_events(1)
+    assert (event["input_tokens"], event["output_tokens"]) == (40, 9)
+    assert event["host"] == "receiver-host"  # no host.name resource attribute
