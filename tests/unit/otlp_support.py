@@ -27,8 +27,10 @@ class MemorySink:
         self.sent = threading.Event()
         self.gate = threading.Event()  # cleared = the "broker" is stuck
         self.gate.set()
+        self.entered = threading.Event()  # set once send() was called (and may be blocked)
 
     def send(self, event: dict[str, Any]) -> None:
+        self.entered.set()
         self.gate.wait()
         validate(event)
         self.events.append(event)

@@ -248,7 +248,10 @@ def test_a_stuck_sink_never_blocks_the_response_and_drops_are_counted() -> None:
     server, sink, publisher = start(max_queue=2)
     try:
         sink.gate.clear()  # the "broker" hangs: the publisher thread blocks in send()
-        spans = [{"name": f"chat {i}", "attributes": USAGE} for i in range(6)]
+        first = [{"name": "chat 0", "attributes": USAGE}]
+        export_spans(server.url, first, {"host.name": "h"}, gzip=False)
+        assert sink.entered.wait(10)  # the thread holds event 1, stuck in send()
+        spans = [{"name": f"chat {i}", "attributes": USAGE} for i in range(1, 6)]
         started = time.monotonic()
         export_spans(server.url, spans, {"host.name": "h"}, gzip=False)
         assert time.monotonic() - started < 5.0
