@@ -281,3 +281,27 @@ def test_older_prompt_and_completion_token_names_are_read(receiver: Receiver) ->
     (event,) = receiver.wait_events(1)
     assert (event["input_tokens"], event["output_tokens"]) == (40, 9)
     assert event["host"] == "receiver-host"  # no host.name resource attribute
+
+
+def test_gpu_index_attribute_overrides_the_deployment_map(receiver: Receiver) -> None:
+    spans = [
+        {"name": "a", "attributes": {**USAGE, "gen_ai.response.id": "on-3"}},
+        {"name": "b", "attributes": {**USAGE, "gen_ai.response.id": "tp", "gpu.index": "1,3"}},
+        {"name": "c", "attributes": {**USAGE, "gen_ai.response.id": "bad", "gpu.index": "7"}},
+    ]
+    export_spans(receiver.server.url, spans, {"gpu.index": 3})
+    events = receiver.wait_events(3)
+    assert sorted((e["request_id"], e["gpu_index"]) for e in events) == [
+        ("on-3", 3),
+        ("tp", 1),
+        ("tp", 3),
+    ]
+    time.sleep(0.2)
+    assert receiver.health()["spans"] == {"usage": 2, "ignored": 0, "rejected": 1}
+
+
+def test_bad_listen_address_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from producers.cli import EXIT_USAGE, main
+
+    assert main(["otlp", "--listen", "no-port"]) == EXIT_USAGE
+    assert "PRODUCER_OTLP_LISTEN (--listen)" in capsys.readouterr().err
