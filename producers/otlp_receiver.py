@@ -12,6 +12,7 @@ application's latency. ``GET /health`` and ``GET /metrics`` expose the counters.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -232,8 +233,6 @@ class ServerThread:
     """
 
     def __init__(self, app: web.Application, host: str, port: int) -> None:
-        import asyncio
-
         self._app, self._host, self._port = app, host, port
         self._loop = asyncio.new_event_loop()
         self._runner = web.AppRunner(app, access_log=None)
@@ -245,8 +244,6 @@ class ServerThread:
         return f"http://{self._host}:{self.port}"
 
     def start(self) -> None:
-        import asyncio
-
         self._thread.start()
 
         async def up() -> int:
@@ -260,8 +257,6 @@ class ServerThread:
         self.port = asyncio.run_coroutine_threadsafe(up(), self._loop).result(30)
 
     def stop(self) -> None:
-        import asyncio
-
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(30)
