@@ -1,4 +1,4 @@
-"""This host's GPUs as ``gpu.metrics.v1`` events: NVML -> nvidia-smi -> seed file.
+"""This host's GPUs as ``gpu.metrics.v1`` events: NVML -> nvidia-smi -> (dcgm-exporter) -> seed.
 
     >>> from gpu_readers import GpuReader, parse_smi_log
     >>> reader = GpuReader(host="inference-01")
@@ -12,6 +12,7 @@ Used by the producer (to publish) and by the processor's ``/gpu/info``. See docs
 
 from __future__ import annotations
 
+from .dcgm import SOURCE_DCGM_EXPORTER, parse_dcgm_metrics
 from .exceptions import (
     GpuReaderError,
     NoGpuSource,
@@ -19,12 +20,14 @@ from .exceptions import (
     SmiLogParseError,
     SourceUnavailable,
 )
-from .reader import SOURCE_ORDER, GpuReader
+from .reader import KNOWN_SOURCES, SOURCE_ORDER, GpuReader
 from .records import SOURCE_NVIDIA_SMI, SOURCE_NVML, SOURCE_SEED, GpuReading
 from .seed import load_seed_file, seed_gpu_uuid
 from .smi_log import parse_smi_log
 
 __all__ = [
+    "KNOWN_SOURCES",
+    "SOURCE_DCGM_EXPORTER",
     "SOURCE_NVIDIA_SMI",
     "SOURCE_NVML",
     "SOURCE_ORDER",
@@ -37,6 +40,7 @@ __all__ = [
     "SmiLogParseError",
     "SourceUnavailable",
     "load_seed_file",
+    "parse_dcgm_metrics",
     "parse_smi_log",
     "seed_gpu_uuid",
 ]

@@ -5,9 +5,11 @@
     >>> reader.active_source, reader.skipped_sources
     ('nvidia-smi', {'nvml': 'NVML shared library not found (libnvidia-ml.so.1)'})
 
-Sources are tried in order NVML -> nvidia-smi -> seed file. A source that fails is logged once
-with its reason and not tried again (until ``reset()``); the first that works stays in use
-until it fails too. Every read is one timestamp for all GPUs and a fresh event_id per event.
+Sources are tried in order NVML -> nvidia-smi -> seed file; with a dcgm-exporter URL the order
+is NVML -> nvidia-smi -> dcgm-exporter -> seed, and ``sources`` sets any order. A source that
+fails is logged once with its reason and not tried again (until ``reset()``); the first that
+works stays in use until it fails too. Every read is one timestamp for all GPUs and a fresh
+event_id per event.
 """
 
 from __future__ import annotations
@@ -17,21 +19,24 @@ import logging
 import random
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any, Final, Self
 
+from .dcgm import SOURCE_DCGM_EXPORTER, DcgmExporterSource
 from .exceptions import NoGpuSource, SourceUnavailable
 from .nvml import NvmlSource
 from .records import GpuSource, check_host, to_event
 from .seed import SeedSource
 from .smi import SmiSource
 
-__all__ = ["SOURCE_ORDER", "GpuReader"]
+__all__ = ["KNOWN_SOURCES", "SOURCE_ORDER", "GpuReader"]
 
+# The default order without a dcgm-exporter URL.
 SOURCE_ORDER: Final = ("nvml", "nvidia-smi", "seed")
+KNOWN_SOURCES: Final = ("nvml", "nvidia-smi", SOURCE_DCGM_EXPORTER, "seed")
 
 _log = logging.getLogger(__name__)
 
@@ -56,14 +61,28 @@ class GpuReader:
         smi_timeout_s: float = 5.0,
         pynvml_module: ModuleType | None = None,
         clock: Callable[[], datetime] | None = None,
+        dcgm_url: str | None = None,
+        sources: Sequence[str] | None = None,
     ) -> None:
         self._host = check_host(host)
         self._clock = clock if clock is not None else _utc_now
-        self._sources: tuple[GpuSource, ...] = (
-            NvmlSource(pynvml_module),
-            SmiSource(nvidia_smi, smi_timeout_s),
-            SeedSource(host, seed_file, rng),
-        )
+        if sources is None:
+            sources = KNOWN_SOURCES if dcgm_url else SOURCE_ORDER
+        unknown = [name for name in sources if name not in KNOWN_SOURCES]
+        if unknown or not sources or len(set(sources)) != len(sources):
+            raise ValueError(
+                f"GPU sources {list(sources)!r}: list each of {', '.join(KNOWN_SOURCES)} "
+                "at most once, at least one"
+            )
+        if SOURCE_DCGM_EXPORTER in sources and not dcgm_url:
+            raise ValueError("the dcgm-exporter source needs a URL (its /metrics address)")
+        build: dict[str, Callable[[], GpuSource]] = {
+            "nvml": lambda: NvmlSource(pynvml_module),
+            "nvidia-smi": lambda: SmiSource(nvidia_smi, smi_timeout_s),
+            SOURCE_DCGM_EXPORTER: lambda: DcgmExporterSource(str(dcgm_url), smi_timeout_s),
+            "seed": lambda: SeedSource(host, seed_file, rng),
+        }
+        self._sources: tuple[GpuSource, ...] = tuple(build[name]() for name in sources)
         self._skipped: dict[str, str] = {}
         self._active: str | None = None
         self._lock = threading.Lock()
@@ -75,7 +94,7 @@ class GpuReader:
 
     @property
     def active_source(self) -> str | None:
-        """``nvml``, ``nvidia-smi`` or ``seed``: the source of the last successful read."""
+        """``nvml``, ``nvidia-smi``, ``dcgm-exporter`` or ``seed``: the last successful read's."""
         return self._active
 
     @property

@@ -4,6 +4,7 @@
     python -m producers run --duration 60            # or neither: until SIGINT/SIGTERM
     python -m producers replay events.jsonl --speed 10x
     python -m producers replay gpu-log.csv --speed max --loop --retime
+    python -m producers otlp --listen 0.0.0.0:4318     # OTLP/HTTP GenAI spans -> token.usage.v1
 
 Settings come from the environment (see ``producers.settings``); a flag overrides its
 variable. Exit codes: 0 every event delivered; 1 something was not delivered, or Kafka / the
@@ -137,6 +138,15 @@ def _add_setting_flags(parser: _ArgumentContainer, flags: Sequence[tuple[str, st
         )
 
 
+# The OTLP/HTTP receiver (`otlp`).
+_OTLP_SETTING_FLAGS: Final = (
+    ("--listen", "PRODUCER_OTLP_LISTEN", "HOST:PORT to listen on (default 0.0.0.0:4318)"),
+    ("--tenant-attribute", "PRODUCER_OTLP_TENANT_ATTRIBUTE", "attribute holding the tenant"),
+    ("--gpu-attribute", "PRODUCER_OTLP_GPU_ATTRIBUTE", "attribute listing gpu_index values"),
+    ("--queue-size", "PRODUCER_OTLP_QUEUE_SIZE", "events held for Kafka before dropping"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m producers`` argument parser."""
     common = argparse.ArgumentParser(add_help=False)
@@ -154,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 all delivered; 1 not all delivered or Kafka/topic/GPUs "
         "unavailable; 2 bad usage, setting or replay file (nothing sent)",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,replay}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,replay,otlp}")
 
     run = sub.add_parser(
         "run",
@@ -234,13 +244,27 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 30; 0 = once, before the first request)",
     )
     _add_setting_flags(trace, _FLEET_SETTING_FLAGS)
+
+    otlp = sub.add_parser(
+        "otlp",
+        parents=[common],
+        help="OTLP/HTTP receiver: OpenTelemetry GenAI spans -> token.usage.v1",
+        description="Serve POST /v1/traces (OTLP/HTTP, protobuf or JSON, gzip allowed): spans "
+        "with gen_ai.usage.* attributes become token.usage.v1 events attributed to this host's "
+        "GPUs (PRODUCER_OTLP_GPU_ATTRIBUTE, else PRODUCER_DEPLOYMENT by model). Runs until "
+        "SIGINT/SIGTERM. See docs/connect.md.",
+    )
+    otlp_settings = otlp.add_argument_group("receiver settings")
+    _add_setting_flags(otlp_settings, _OTLP_SETTING_FLAGS)
+    _add_setting_flags(otlp_settings, _FLEET_SETTING_FLAGS)
     return parser
 
 
 def _settings_from(args: argparse.Namespace) -> ProducerSettings:
     overrides: dict[str, object] = {}
     flags: dict[str, str] = {}
-    for flag, env, _ in (*_COMMON_SETTING_FLAGS, *_RUN_SETTING_FLAGS, *_FLEET_SETTING_FLAGS):
+    every = (*_COMMON_SETTING_FLAGS, *_RUN_SETTING_FLAGS, *_FLEET_SETTING_FLAGS)
+    for flag, env, _ in (*every, *_OTLP_SETTING_FLAGS):
         value = getattr(args, f"setting:{env}", None)
         if value is not None:
             overrides[env] = value
@@ -280,6 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(report("producers", str(exc).splitlines()))
         return EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
+    if args.command == "otlp":
+        return _otlp(args, settings)
 
     replay: ReplaySource | None = None
     if args.command == "replay":
@@ -405,4 +431,73 @@ def _trace_replay(args: argparse.Namespace, settings: ProducerSettings) -> Azure
 
 def _gpu_reader(settings: ProducerSettings, seed: int | None) -> GpuReader:
     rng = None if seed is None else random.Random(seed)
-    return GpuReader(settings.host, seed_file=settings.gpu_seed_file, rng=rng)
+    return GpuReader(
+        settings.host,
+        seed_file=settings.gpu_seed_file,
+        rng=rng,
+        dcgm_url=settings.dcgm_exporter_url,
+        sources=settings.gpu_sources,
+    )
+
+
+def _otlp(args: argparse.Namespace, settings: ProducerSettings) -> int:
+    """Serve the OTLP/HTTP receiver until SIGINT/SIGTERM; 1 if events were lost."""
+    from aiohttp import web
+
+    from producers.fleet import resolve
+    from producers.otlp_map import SpanMapping
+    from producers.otlp_receiver import QueuedPublisher, build_app
+
+    try:
+        gpus = gpu_targets(_gpu_reader(settings, None).read())
+        # Only an explicit map: the synthetic round-robin default says nothing about real serving.
+        replicas = resolve(settings.deployment, gpus) if settings.deployment else ()
+    except SettingsError as exc:
+        sys.stderr.write(report("producers", _deployment_problems(exc, args)))
+        return EXIT_USAGE
+    except GpuReaderError as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+    mapping = SpanMapping(
+        host=settings.host,
+        gpus={gpu.gpu_index: gpu for gpu in gpus},
+        replicas=replicas,
+        tenant_attribute=settings.otlp_tenant_attribute,
+        gpu_attribute=settings.otlp_gpu_attribute,
+    )
+    try:
+        sink = KafkaSink(settings.kafka_config(), settings.topic)
+    except Exception as exc:  # librdkafka rejected the configuration
+        _error(f"kafka configuration rejected: {exc}")
+        return EXIT_USAGE
+    try:
+        sink.check_ready(settings.connect_timeout_s)
+    except ProducerError as exc:
+        sink.close()
+        _error(str(exc))
+        return EXIT_FAILED
+    publisher = QueuedPublisher(sink, settings.otlp_queue_size)
+    publisher.start()
+    app = build_app(mapping, publisher, max_body_bytes=settings.otlp_max_body_bytes)
+    host, _, port = settings.otlp_listen.rpartition(":")
+    log.info(
+        "otlp receiver listen=%s topic=%s gpus=%d deployment=%s",
+        settings.otlp_listen,
+        settings.topic,
+        len(gpus),
+        " ".join(f"{r.model}={','.join(str(g.gpu_index) for g in r.gpus)}" for r in replicas)
+        or "-",
+    )
+    try:
+        web.run_app(app, host=host or None, port=int(port), print=None, access_log=None)
+    finally:
+        left = publisher.stop(settings.flush_timeout_s)
+        sink.close()
+    metrics = publisher.metrics
+    dropped = int(metrics.value(metrics.events_dropped))
+    sys.stdout.write(
+        f"otlp: events queued={int(metrics.value(metrics.events_queued))} "
+        f"delivered={sink.stats.delivered} failed={sink.stats.failed} dropped={dropped} "
+        f"unconfirmed={left}\n"
+    )
+    return EXIT_OK if not (left or dropped or sink.stats.failed) else EXIT_FAILED

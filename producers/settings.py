@@ -26,8 +26,10 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
+from gpu_readers import KNOWN_SOURCES
 from producers.exceptions import SettingsError
 from producers.fleet import DeploymentEntry, parse_deployment
 from producers.tenants import DEFAULT_TENANTS, TenantMix
@@ -116,6 +118,19 @@ def _split_models(value: Any) -> Any:
     return models
 
 
+def _split_sources(value: Any) -> Any:
+    """PRODUCER_GPU_SOURCES: names separated by commas, each known, none twice."""
+    if not isinstance(value, str):
+        return value
+    names = [part.strip().lower() for part in value.split(",") if part.strip()]
+    if not names:
+        return None
+    unknown = [n for n in names if n not in KNOWN_SOURCES]
+    if unknown or len(set(names)) != len(names):
+        raise ValueError(f"must list each of {', '.join(KNOWN_SOURCES)} at most once")
+    return names
+
+
 def _split_deployment(value: Any) -> Any:
     """PRODUCER_DEPLOYMENT as written, ``model=i[,i...];...`` (see ``producers.fleet``)."""
     return parse_deployment(value) if isinstance(value, str) else value
@@ -174,6 +189,22 @@ class ProducerSettings(ServiceSettings):
         default=None,
         validation_alias="GPU_SEED_FILE",
         description="Seed file of GPUs for hosts without NVML/nvidia-smi (else the built-in one).",
+    )
+    # Empty = the built-in order: nvml,nvidia-smi,seed, with dcgm-exporter before seed when
+    # GPU_DCGM_EXPORTER_URL is set.
+    gpu_sources: Annotated[list[str] | None, BeforeValidator(_split_sources)] = Field(
+        default=None,
+        validation_alias="PRODUCER_GPU_SOURCES",
+        description="GPU sources in the order tried, from nvml, nvidia-smi, dcgm-exporter, "
+        "seed (e.g. nvml,nvidia-smi,dcgm-exporter,seed); default: nvml,nvidia-smi,"
+        "[dcgm-exporter,]seed.",
+    )
+    dcgm_exporter_url: str | None = Field(
+        default=None,
+        pattern=explained(r"^https?://\S+$", "must be an http(s) URL"),
+        validation_alias="GPU_DCGM_EXPORTER_URL",
+        description="dcgm-exporter /metrics URL (e.g. http://127.0.0.1:9400/metrics): "
+        "read as the dcgm-exporter GPU source.",
     )
     # The default is the text a user would write (settings validate their defaults, so it is
     # parsed like PRODUCER_MODELS), so that the docs table shows it in that form; hence the
@@ -244,6 +275,41 @@ class ProducerSettings(ServiceSettings):
         validation_alias="PRODUCER_PROGRESS_S",
         description="Seconds between progress lines on stderr; 0 = none.",
     )
+    # 4318: the OTLP/HTTP port every OpenTelemetry SDK and Collector uses by default.
+    otlp_listen: str = Field(
+        default="0.0.0.0:4318",
+        pattern=explained(r"^[^\s:]*:\d{1,5}$", "must be HOST:PORT"),
+        validation_alias="PRODUCER_OTLP_LISTEN",
+        description="otlp: address the OTLP/HTTP receiver listens on (POST /v1/traces).",
+    )
+    otlp_tenant_attribute: str = Field(
+        default="tenant.id",
+        min_length=1,
+        validation_alias="PRODUCER_OTLP_TENANT_ATTRIBUTE",
+        description="otlp: span (else resource) attribute whose value is the event's tenant.",
+    )
+    otlp_gpu_attribute: str = Field(
+        default="gpu.index",
+        min_length=1,
+        validation_alias="PRODUCER_OTLP_GPU_ATTRIBUTE",
+        description="otlp: resource (or span) attribute listing the gpu_index values that "
+        "served the span (comma-separated); without it the GPUs come from PRODUCER_DEPLOYMENT "
+        "by model.",
+    )
+    # 10,000 events: a minute of a busy host's requests if Kafka stalls, about 10 MB of memory.
+    otlp_queue_size: int = Field(
+        default=10_000,
+        ge=1,
+        validation_alias="PRODUCER_OTLP_QUEUE_SIZE",
+        description="otlp: events held for Kafka; beyond it new events are dropped and counted.",
+    )
+    # 4 MiB (after gzip inflation): the OpenTelemetry Collector's default batch is far smaller.
+    otlp_max_body_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        validation_alias="PRODUCER_OTLP_MAX_BODY_BYTES",
+        description="otlp: largest request body accepted (inflated); larger gets 413.",
+    )
     log_level: LogLevel = Field(
         default="INFO", validation_alias="LOG_LEVEL", description="Log level (stderr)."
     )
@@ -262,6 +328,15 @@ class ProducerSettings(ServiceSettings):
         if linger is not None and value < linger:
             raise ValueError(f"must be >= PRODUCER_LINGER_MS ({value} < {linger})")
         return value
+
+    @model_validator(mode="after")
+    def _dcgm_needs_url(self) -> ProducerSettings:
+        # Both settings are read before this runs, so the error can name the missing one.
+        if self.gpu_sources and "dcgm-exporter" in self.gpu_sources and not self.dcgm_exporter_url:
+            raise ValueError(
+                "PRODUCER_GPU_SOURCES lists dcgm-exporter but GPU_DCGM_EXPORTER_URL is not set"
+            )
+        return self
 
     @property
     def effective_client_id(self) -> str:

@@ -43,7 +43,7 @@ Number = Annotated[int | float, WithJsonSchema({"type": "number"})]
 # producer's own text for local events); the schema carries the contract's format.
 Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 EventId = Annotated[str, WithJsonSchema({"type": "string", "format": "uuid"})]
-Source = Literal["nvml", "nvidia-smi", "seed"]
+Source = Literal["nvml", "nvidia-smi", "seed", "dcgm-exporter"]
 
 # Storage-only fields of a gpu_metrics document that a client has no use for (_id is shown as
 # event_id).

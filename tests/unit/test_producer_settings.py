@@ -30,6 +30,13 @@ SETTING_ENV = (
     "PRODUCER_CONNECT_TIMEOUT_S",
     "PRODUCER_FLUSH_TIMEOUT_S",
     "PRODUCER_PROGRESS_S",
+    "PRODUCER_GPU_SOURCES",
+    "GPU_DCGM_EXPORTER_URL",
+    "PRODUCER_OTLP_LISTEN",
+    "PRODUCER_OTLP_TENANT_ATTRIBUTE",
+    "PRODUCER_OTLP_GPU_ATTRIBUTE",
+    "PRODUCER_OTLP_QUEUE_SIZE",
+    "PRODUCER_OTLP_MAX_BODY_BYTES",
     "LOG_LEVEL",
     "LOG_FORMAT",
 )
@@ -269,3 +276,20 @@ def test_cli_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[
         main(argv)
     assert info.value.code == EXIT_USAGE
     assert "usage:" in capsys.readouterr().err
+
+
+def test_gpu_sources_order_and_dcgm_url() -> None:
+    s = load_settings(
+        {
+            "PRODUCER_GPU_SOURCES": "NVML, dcgm-exporter,seed",
+            "GPU_DCGM_EXPORTER_URL": "http://127.0.0.1:9400/metrics",
+        }
+    )
+    assert s.gpu_sources == ["nvml", "dcgm-exporter", "seed"]
+    assert load_settings().gpu_sources is None
+    with pytest.raises(SettingsError, match="GPU_DCGM_EXPORTER_URL is not set"):
+        load_settings({"PRODUCER_GPU_SOURCES": "dcgm-exporter,seed"})
+    with pytest.raises(SettingsError, match="PRODUCER_GPU_SOURCES"):
+        load_settings({"PRODUCER_GPU_SOURCES": "nvml,dcgm"})
+    with pytest.raises(SettingsError, match="GPU_DCGM_EXPORTER_URL"):
+        load_settings({"GPU_DCGM_EXPORTER_URL": "127.0.0.1:9400"})
