@@ -4,6 +4,7 @@
     python -m producers run --duration 60            # or neither: until SIGINT/SIGTERM
     python -m producers replay events.jsonl --speed 10x
     python -m producers replay gpu-log.csv --speed max --loop --retime
+    python -m producers proxy --upstream http://127.0.0.1:8000 --listen 0.0.0.0:8100
 
 Settings come from the environment (see ``producers.settings``); a flag overrides its
 variable. Exit codes: 0 every event delivered; 1 something was not delivered, or Kafka / the
@@ -81,6 +82,15 @@ _FLEET_SETTING_FLAGS: Final = (
 )
 
 
+_PROXY_SETTING_FLAGS: Final = (
+    ("--upstream", "PROXY_UPSTREAM", "base URL of the OpenAI-compatible server"),
+    ("--listen", "PROXY_LISTEN", "host:port the proxy listens on"),
+    ("--tenant-header", "PROXY_TENANT_HEADER", "header naming the tenant ('-' = none)"),
+    ("--upstream-timeout", "PROXY_UPSTREAM_TIMEOUT_S", "seconds the upstream may stay silent"),
+    ("--queue-size", "PROXY_QUEUE_SIZE", "usage events held for Kafka before dropping"),
+)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -144,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 all delivered; 1 not all delivered or Kafka/topic/GPUs "
         "unavailable; 2 bad usage, setting or replay file (nothing sent)",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,replay}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,replay,proxy}")
 
     run = sub.add_parser(
         "run",
@@ -209,13 +219,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the requests' model placement (default 0)"
     )
     _add_setting_flags(trace, _FLEET_SETTING_FLAGS)
+
+    proxy = sub.add_parser(
+        "proxy",
+        parents=[common],
+        help="OpenAI-compatible reverse proxy that publishes each request's token usage",
+        description="Forward every request to --upstream; meter POST /v1/chat/completions, "
+        "/v1/completions and /v1/embeddings (streaming included) into token.usage.v1 events "
+        "attributed through the deployment map. Kafka being slow or down never fails or "
+        "delays a request: events are dropped and counted (GET /_proxy/health, "
+        "/_proxy/metrics). Runs until SIGINT/SIGTERM. See docs/proxy.md.",
+    )
+    proxy_settings = proxy.add_argument_group("proxy settings")
+    _add_setting_flags(proxy_settings, _PROXY_SETTING_FLAGS)
+    _add_setting_flags(proxy_settings, _FLEET_SETTING_FLAGS)
     return parser
 
 
 def _settings_from(args: argparse.Namespace) -> ProducerSettings:
     overrides: dict[str, object] = {}
     flags: dict[str, str] = {}
-    for flag, env, _ in (*_COMMON_SETTING_FLAGS, *_RUN_SETTING_FLAGS, *_FLEET_SETTING_FLAGS):
+    every = (*_COMMON_SETTING_FLAGS, *_RUN_SETTING_FLAGS, *_FLEET_SETTING_FLAGS, *_PROXY_SETTING_FLAGS)
+    for flag, env, _ in every:
         value = getattr(args, f"setting:{env}", None)
         if value is not None:
             overrides[env] = value
@@ -258,6 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(report("producers", str(exc).splitlines()))
         return EXIT_USAGE
     _configure_logging(settings.log_level)
+    if args.command == "proxy":
+        from producers.proxy.serve import run_proxy  # aiohttp only for this command
+
+        return run_proxy(settings)
 
     replay: ReplaySource | None = None
     if args.command == "replay":

@@ -35,6 +35,7 @@ from service_settings import (
     KafkaBootstrap,
     KafkaTopic,
     LogLevel,
+    SecretList,
     ServiceSettings,
     explained,
     problems,
@@ -246,6 +247,57 @@ class ProducerSettings(ServiceSettings):
     log_level: LogLevel = Field(
         default="INFO", validation_alias="LOG_LEVEL", description="Log level (stderr)."
     )
+    # -- proxy (python -m producers proxy): see docs/proxy.md ----------------------------------
+    proxy_upstream: str | None = Field(
+        default=None,
+        pattern=explained(r"^https?://[^\s/]+(/\S*)?$", "must be an http:// or https:// URL"),
+        validation_alias="PROXY_UPSTREAM",
+        description="proxy: base URL of the OpenAI-compatible server, e.g. http://vllm:8000 "
+        "(required by the proxy command).",
+    )
+    proxy_listen: str = Field(
+        default="0.0.0.0:8100",
+        pattern=explained(r"^[^\s]*:[0-9]{1,5}$", "must be host:port"),
+        validation_alias="PROXY_LISTEN",
+        description="proxy: address the proxy listens on, host:port.",
+    )
+    proxy_tenant_header: str | None = Field(
+        default="X-Tenant",
+        pattern=explained(r"^[A-Za-z0-9-]+$", "must be an HTTP header name"),
+        validation_alias="PROXY_TENANT_HEADER",
+        description="proxy: request header naming the tenant when the API key is not in "
+        "PROXY_API_KEYS; '-' = none.",
+    )
+    proxy_api_keys: SecretList | None = Field(
+        default=None,
+        validation_alias="PROXY_API_KEYS",
+        description="proxy: tenant=api_key,... (readable from PROXY_API_KEYS_FILE); the "
+        "client's bearer key picks its tenant. Keys are kept only as SHA-256 digests.",
+    )
+    # 300 s: a long generation streams a token every few tens of ms, but a large prompt's
+    # prefill on a busy server can keep the first byte back for minutes.
+    proxy_upstream_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias="PROXY_UPSTREAM_TIMEOUT_S",
+        description="proxy: seconds the upstream may stay silent (before its headers or "
+        "between two chunks) before the request ends with status timeout (504).",
+    )
+    proxy_connect_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias="PROXY_CONNECT_TIMEOUT_S",
+        description="proxy: seconds to open a connection to the upstream (502 after).",
+    )
+    # 10,000 events of ~400 bytes: 4 MB, minutes of traffic at hundreds of requests/s.
+    proxy_queue_size: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000_000,
+        validation_alias="PROXY_QUEUE_SIZE",
+        description="proxy: usage events held for Kafka (and librdkafka's own queue bound); "
+        "beyond it events are dropped and counted, requests are never held.",
+    )
 
     @field_validator("delivery_timeout_ms")
     @classmethod
@@ -256,6 +308,11 @@ class ProducerSettings(ServiceSettings):
         if linger is not None and value < linger:
             raise ValueError(f"must be >= PRODUCER_LINGER_MS ({value} < {linger})")
         return value
+
+    @field_validator("proxy_tenant_header", mode="before")
+    @classmethod
+    def _no_header(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip() == "-" else value
 
     @property
     def effective_client_id(self) -> str:
