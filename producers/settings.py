@@ -289,6 +289,13 @@ class ProducerSettings(ServiceSettings):
         validation_alias="PROXY_CONNECT_TIMEOUT_S",
         description="proxy: seconds to open a connection to the upstream (502 after).",
     )
+    proxy_gpu_readings: bool = Field(
+        default=True,
+        validation_alias="PROXY_GPU_READINGS",
+        description="proxy: also publish a gpu.metrics.v1 reading per GPU every "
+        "PRODUCER_GPU_INTERVAL_S (the allocation cost needs them); false when another "
+        "producer on this host already samples the GPUs.",
+    )
     # 10,000 events of ~400 bytes: 4 MB, minutes of traffic at hundreds of requests/s.
     proxy_queue_size: int = Field(
         default=10_000,

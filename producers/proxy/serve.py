@@ -65,8 +65,26 @@ def config_from(settings: ProducerSettings, gpus: list[GpuTarget]) -> ProxyConfi
     )
 
 
-async def serve(settings: ProducerSettings, config: ProxyConfig) -> None:
-    """Serve until SIGINT/SIGTERM, then drain requests and flush what Kafka will take."""
+async def _sample_gpus(reader: GpuReader, publisher: Publisher, interval_s: float) -> None:
+    """A gpu.metrics.v1 reading per GPU every ``interval_s``, through the same queue."""
+    while True:
+        try:
+            readings = await asyncio.to_thread(reader.read)
+        except GpuReaderError as exc:  # one unreadable interval must not stop the proxy
+            log.error("gpu read failed error=%s", exc)
+            readings = []
+        for event in readings:
+            publisher.offer(event)
+        await asyncio.sleep(interval_s)
+
+
+async def serve(
+    settings: ProducerSettings, config: ProxyConfig, reader: GpuReader | None = None
+) -> None:
+    """Serve until SIGINT/SIGTERM, then drain requests and flush what Kafka will take.
+
+    With ``reader``, GPU readings are published every PRODUCER_GPU_INTERVAL_S as well.
+    """
     metrics = ProxyMetrics()
     publisher = Publisher(
         settings.kafka_config(),
@@ -99,10 +117,17 @@ async def serve(settings: ProducerSettings, config: ProxyConfig) -> None:
         settings.topic,
         settings.host,
     )
+    sampler = (
+        asyncio.create_task(_sample_gpus(reader, publisher, settings.gpu_interval_s))
+        if reader is not None
+        else None
+    )
     try:
         await stop.wait()
     finally:
         log.info("proxy stopping")
+        if sampler is not None:
+            sampler.cancel()
         await runner.cleanup()
         await asyncio.to_thread(publisher.close, settings.flush_timeout_s)
         status = publisher.status()
@@ -114,7 +139,8 @@ async def serve(settings: ProducerSettings, config: ProxyConfig) -> None:
 def run_proxy(settings: ProducerSettings) -> int:
     """The proxy command; returns the exit code."""
     try:
-        readings = GpuReader(settings.host, seed_file=settings.gpu_seed_file).read()
+        reader = GpuReader(settings.host, seed_file=settings.gpu_seed_file)
+        readings = reader.read()
         if not readings:
             raise NoGpus(f"the GPU reader found no GPU on host {settings.host}")
         config = config_from(settings, gpu_targets(readings))
@@ -125,7 +151,7 @@ def run_proxy(settings: ProducerSettings) -> int:
         log.error("proxy cannot start: %s", exc)
         return 1
     try:
-        asyncio.run(serve(settings, config))
+        asyncio.run(serve(settings, config, reader if settings.proxy_gpu_readings else None))
     except OSError as exc:
         log.error("proxy cannot listen on %s: %s", settings.proxy_listen, exc)
         return 1
