@@ -1,7 +1,7 @@
 """aiohttp applications served from a background thread (tests drive them with sync clients).
 
-    with serving(fake_app, proxy_app) as (fake_url, proxy_url):
-        OpenAI(base_url=f"{proxy_url}/v1", api_key="k").models.list()
+with serving(fake_app, proxy_app) as (fake_url, proxy_url):
+    OpenAI(base_url=f"{proxy_url}/v1", api_key="k").models.list()
 """
 
 from __future__ import annotations
@@ -31,9 +31,7 @@ def serving(*apps: web.Application) -> Iterator[list[str]]:
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
-            server = site._server  # the bound port of port 0
-            assert server is not None and server.sockets  # type: ignore[attr-defined]
-            port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+            port = runner.addresses[-1][1]  # the port the kernel chose for port 0
             runners.append(runner)
             urls.append(f"http://127.0.0.1:{port}")
 

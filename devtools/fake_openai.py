@@ -28,7 +28,6 @@ from aiohttp import web
 __all__ = ["FakeState", "build_fake_app", "main"]
 
 DEFAULT_OUTPUT_TOKENS: Final = 8
-_STATE: Final = web.AppKey("state", "FakeState")
 
 
 class FakeState:
@@ -43,11 +42,12 @@ class FakeState:
         return {"requests": self.requests, "cut_streams": self.cut_streams}
 
 
+_STATE: Final = web.AppKey("state", FakeState)
+
+
 def _prompt_words(body: dict[str, Any]) -> int:
     if isinstance(body.get("messages"), list):
-        text = " ".join(
-            str(m.get("content", "")) for m in body["messages"] if isinstance(m, dict)
-        )
+        text = " ".join(str(m.get("content", "")) for m in body["messages"] if isinstance(m, dict))
     else:
         prompt = body.get("prompt", body.get("input", ""))
         text = " ".join(map(str, prompt)) if isinstance(prompt, list) else str(prompt)
@@ -83,7 +83,9 @@ async def completions(request: web.Request) -> web.StreamResponse:
         return steered
     chat = request.path.endswith("/chat/completions")
     model = body["model"]
-    n_out = int(body.get("max_tokens") or body.get("max_completion_tokens") or DEFAULT_OUTPUT_TOKENS)
+    n_out = int(
+        body.get("max_tokens") or body.get("max_completion_tokens") or DEFAULT_OUTPUT_TOKENS
+    )
     n_in = _prompt_words(body)
     rid = f"{'chatcmpl' if chat else 'cmpl'}-fake{next(state.ids)}"
     created = int(time.time())
@@ -92,7 +94,11 @@ async def completions(request: web.Request) -> web.StreamResponse:
     if not body.get("stream"):
         text = " ".join(f"tok{i}" for i in range(n_out))
         choice: dict[str, Any] = (
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "length",
+            }
             if chat
             else {"index": 0, "text": text, "finish_reason": "length", "logprobs": None}
         )
@@ -128,12 +134,12 @@ async def completions(request: web.Request) -> web.StreamResponse:
                 await asyncio.sleep(delay)
             last = i == n_out - 1
             piece = f"tok{i}" if i == 0 else f" tok{i}"
-            c = (
-                {"index": 0, "delta": {"content": piece}, "finish_reason": "length" if last else None}
+            finish = "length" if last else None
+            c: dict[str, Any] = (
+                {"index": 0, "delta": {"content": piece}, "finish_reason": finish}
                 if chat
-                else {"index": 0, "text": piece, "finish_reason": "length" if last else None,
-                      "logprobs": None}
-            )  # fmt: skip
+                else {"index": 0, "text": piece, "finish_reason": finish, "logprobs": None}
+            )
             await response.write(chunk([c]))
         if include_usage:
             await response.write(chunk([], usage))
@@ -158,8 +164,10 @@ async def embeddings(request: web.Request) -> web.Response:
     doc = {
         "object": "list",
         "model": body.get("model"),
-        "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
-                 for i in range(len(items))],  # fmt: skip
+        "data": [
+            {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+            for i in range(len(items))
+        ],
         "usage": {"prompt_tokens": n_in, "total_tokens": n_in},
     }
     return web.Response(body=orjson.dumps(doc), content_type="application/json")

@@ -239,7 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _settings_from(args: argparse.Namespace) -> ProducerSettings:
     overrides: dict[str, object] = {}
     flags: dict[str, str] = {}
-    every = (*_COMMON_SETTING_FLAGS, *_RUN_SETTING_FLAGS, *_FLEET_SETTING_FLAGS, *_PROXY_SETTING_FLAGS)
+    every = (
+        *_COMMON_SETTING_FLAGS,
+        *_RUN_SETTING_FLAGS,
+        *_FLEET_SETTING_FLAGS,
+        *_PROXY_SETTING_FLAGS,
+    )
     for flag, env, _ in every:
         value = getattr(args, f"setting:{env}", None)
         if value is not None:

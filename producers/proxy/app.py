@@ -13,6 +13,7 @@ a prefix no OpenAI-compatible server uses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -26,8 +27,14 @@ import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from yarl import URL
 
 from producers.fleet import split_request
@@ -88,9 +95,13 @@ class Attribution:
     """
 
     def __init__(
-        self, replicas: Mapping[str, Sequence[tuple[GpuTarget, ...]]], fallback: tuple[GpuTarget, ...] | None
+        self,
+        replicas: Mapping[str, Sequence[tuple[GpuTarget, ...]]],
+        fallback: tuple[GpuTarget, ...] | None,
     ) -> None:
-        self._cycles = {model: itertools.cycle(groups) for model, groups in replicas.items() if groups}
+        self._cycles = {
+            model: itertools.cycle(groups) for model, groups in replicas.items() if groups
+        }
         self.fallback = fallback
 
     def gpus(self, model: str) -> tuple[GpuTarget, ...] | None:
@@ -189,7 +200,9 @@ def _forward_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
 
 
 class _Proxy:
-    def __init__(self, config: ProxyConfig, publisher: PublisherLike, metrics: ProxyMetrics) -> None:
+    def __init__(
+        self, config: ProxyConfig, publisher: PublisherLike, metrics: ProxyMetrics
+    ) -> None:
         self.config = config
         self.publisher = publisher
         self.metrics = metrics
@@ -317,10 +330,8 @@ class _Proxy:
                 outcome.status = "error"
                 return _error(502, f"upstream failed: {exc.__class__.__name__}")
             if not encoded:
-                try:
+                with contextlib.suppress(orjson.JSONDecodeError):
                     outcome.take(orjson.loads(payload))
-                except orjson.JSONDecodeError:
-                    pass
             response = web.Response(body=payload, status=upstream.status, reason=upstream.reason)
             response.headers.extend(_forward_headers(upstream.headers))
             response.headers.popall("Content-Length", None)
@@ -394,7 +405,9 @@ class _Proxy:
         gpus = self.config.attribution.gpus(outcome.model)
         if gpus is None:
             self.metrics.unmetered.labels("model_not_deployed").inc()
-            log.warning("usage not attributed: model %r is not in the deployment map", outcome.model)
+            log.warning(
+                "usage not attributed: model %r is not in the deployment map", outcome.model
+            )
             return
         event: dict[str, Any] = {
             "schema": "token.usage.v1",

@@ -98,8 +98,7 @@ class Publisher:
     def status(self) -> dict[str, Any]:
         """What /_proxy/health reports about publishing."""
         recent = (
-            self.last_problem_at is not None
-            and time.monotonic() - self.last_problem_at < RECENT_S
+            self.last_problem_at is not None and time.monotonic() - self.last_problem_at < RECENT_S
         )
         return {
             "kafka": "unreachable" if self.broker_error else "ok",

@@ -131,9 +131,7 @@ async def serve(
         await runner.cleanup()
         await asyncio.to_thread(publisher.close, settings.flush_timeout_s)
         status = publisher.status()
-        log.info(
-            "proxy stopped delivered=%d dropped=%s", status["delivered"], status["dropped"]
-        )
+        log.info("proxy stopped delivered=%d dropped=%s", status["delivered"], status["dropped"])
 
 
 def run_proxy(settings: ProducerSettings) -> int:

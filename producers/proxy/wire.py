@@ -114,9 +114,7 @@ def _next_separator(buf: bytes, start: int) -> int | None:
 def parse_sse_data(event: bytes) -> Any:
     """The JSON of an event's ``data:`` lines; None for ``[DONE]``, comments or non-JSON."""
     lines = [
-        line[5:].removeprefix(b" ")
-        for line in event.splitlines()
-        if line.startswith(b"data:")
+        line[5:].removeprefix(b" ") for line in event.splitlines() if line.startswith(b"data:")
     ]
     if not lines:
         return None
@@ -131,11 +129,7 @@ def parse_sse_data(event: bytes) -> Any:
 
 def is_usage_only(doc: Any) -> bool:
     """The final chunk include_usage adds: usage set, no choices."""
-    return (
-        isinstance(doc, dict)
-        and isinstance(doc.get("usage"), dict)
-        and not doc.get("choices")
-    )
+    return isinstance(doc, dict) and isinstance(doc.get("usage"), dict) and not doc.get("choices")
 
 
 def usage_of(doc: Any) -> tuple[int, int, int | None] | None:
@@ -152,13 +146,17 @@ def usage_of(doc: Any) -> tuple[int, int, int | None] | None:
     completion = usage.get("completion_tokens", usage.get("output_tokens", 0))
     if completion is None:
         completion = 0
-    if not (_count(prompt) and _count(completion)):
+    if not (isinstance(prompt, int) and _count(prompt)):
+        return None
+    if not (isinstance(completion, int) and _count(completion)):
         return None
     cached: int | None = None
     details = usage.get("prompt_tokens_details")
-    if isinstance(details, dict) and _count(details.get("cached_tokens")):
-        cached = int(details["cached_tokens"])
-    return int(prompt), int(completion), cached
+    if isinstance(details, dict):
+        value = details.get("cached_tokens")
+        if isinstance(value, int) and _count(value):
+            cached = value
+    return prompt, completion, cached
 
 
 def _count(value: Any) -> bool:

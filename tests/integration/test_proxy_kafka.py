@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from openai import OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 from pymongo.database import Database
 
 from devtools.aioserve import serving
@@ -21,7 +22,9 @@ from tests.support.proxy_process import ProxyProcess
 pytestmark = pytest.mark.integration
 
 KEYS = "team-a=sk-a-0001,team-b=sk-b-0002"
-MESSAGES = [{"role": "user", "content": "price of a token please"}]  # 5 words
+MESSAGES: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "price of a token please"}
+]  # 5 words
 
 
 @pytest.fixture
@@ -34,11 +37,13 @@ def ask(proxy: ProxyProcess, key: str, *, stream: bool, max_tokens: int) -> None
     client = OpenAI(base_url=f"{proxy.url}/v1", api_key=key, max_retries=0, timeout=10)
     if stream:
         list(client.chat.completions.create(
-            model="fake-model", messages=MESSAGES, max_tokens=max_tokens, stream=True  # type: ignore[arg-type]
+            model="fake-model", messages=MESSAGES, max_tokens=max_tokens, stream=True
         ))  # fmt: skip
     else:
         client.chat.completions.create(
-            model="fake-model", messages=MESSAGES, max_tokens=max_tokens  # type: ignore[arg-type]
+            model="fake-model",
+            messages=MESSAGES,
+            max_tokens=max_tokens,
         )
 
 
@@ -52,15 +57,25 @@ def test_proxied_usage_reaches_the_costs_by_tenant(
     tmp_path: Path,
 ) -> None:
     processor = ProcessorProcess(
-        {"KAFKA_BOOTSTRAP": kafka_bootstrap, "KAFKA_TOPIC": topic, "KAFKA_GROUP_ID": group_id,
-         "MONGO_URL": mongo_url, "MONGO_DB": mongo_db.name},  # fmt: skip
+        {
+            "KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "KAFKA_TOPIC": topic,
+            "KAFKA_GROUP_ID": group_id,
+            "MONGO_URL": mongo_url,
+            "MONGO_DB": mongo_db.name,
+        },
         tmp_path / "processor.log",
     ).start()
     proxy = ProxyProcess(
         fake_url,
-        {"KAFKA_BOOTSTRAP": kafka_bootstrap, "KAFKA_TOPIC": topic, "PROXY_API_KEYS": KEYS,
-         "PRODUCER_HOST": "proxy-it", "PRODUCER_DEPLOYMENT": "fake-model=0",
-         "PRODUCER_GPU_INTERVAL_S": "1"},  # fmt: skip
+        {
+            "KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "KAFKA_TOPIC": topic,
+            "PROXY_API_KEYS": KEYS,
+            "PRODUCER_HOST": "proxy-it",
+            "PRODUCER_DEPLOYMENT": "fake-model=0",
+            "PRODUCER_GPU_INTERVAL_S": "1",
+        },
         tmp_path / "proxy.log",
     ).start()
     try:
@@ -77,13 +92,17 @@ def test_proxied_usage_reaches_the_costs_by_tenant(
         start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
         report = processor.get("/api/v1/costs", group_by="tenant", start=start).json()
         rows = {r["group"]: r for r in report["rows"]}
-        assert rows["team-a"]["requests"] == 3 and rows["team-a"]["tokens"] == 45
-        assert rows["team-b"]["requests"] == 2 and rows["team-b"]["tokens"] == 50
-        assert rows["team-a"]["cost_usd"] > 0 and rows["team-b"]["cost_usd"] > 0
+        assert rows["team-a"]["requests"] == 3
+        assert rows["team-a"]["tokens"] == 45
+        assert rows["team-b"]["requests"] == 2
+        assert rows["team-b"]["tokens"] == 50
+        assert rows["team-a"]["cost_usd"] > 0
+        assert rows["team-b"]["cost_usd"] > 0
         # Allocation splits a GPU's cost by token share (output tokens weigh k inputs).
         assert rows["team-b"]["cost_usd"] > rows["team-a"]["cost_usd"]
         health = proxy.health()
-        assert health["status"] == "ok" and health["publishing"]["delivered"] >= 5
+        assert health["status"] == "ok"
+        assert health["publishing"]["delivered"] >= 5
         assert health["publishing"]["dropped_total"] == 0
     finally:
         proxy.stop()
@@ -96,9 +115,14 @@ def test_kafka_down_requests_served_events_dropped_and_counted(
     dead = f"127.0.0.1:{free_port()}"  # nothing listens there
     proxy = ProxyProcess(
         fake_url,
-        {"KAFKA_BOOTSTRAP": dead, "PRODUCER_DEPLOYMENT": "fake-model=0",
-         "PROXY_GPU_READINGS": "false", "PROXY_QUEUE_SIZE": "4",
-         "PRODUCER_DELIVERY_TIMEOUT_MS": "1500", "PRODUCER_LINGER_MS": "5"},  # fmt: skip
+        {
+            "KAFKA_BOOTSTRAP": dead,
+            "PRODUCER_DEPLOYMENT": "fake-model=0",
+            "PROXY_GPU_READINGS": "false",
+            "PROXY_QUEUE_SIZE": "4",
+            "PRODUCER_DELIVERY_TIMEOUT_MS": "1500",
+            "PRODUCER_LINGER_MS": "5",
+        },
         tmp_path / "proxy.log",
     ).start()
     try:

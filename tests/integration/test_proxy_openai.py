@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 from openai import OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from schemas.contracts import validate
 from tests.support.proxy import HOST, RecordingPublisher, Running, proxied
@@ -25,26 +26,42 @@ def running(publisher: RecordingPublisher) -> Iterator[Running]:
         yield r
 
 
-def client(running: Running, key: str = "sk-team-a-secret", **kw: object) -> OpenAI:
-    return OpenAI(base_url=f"{running.proxy_url}/v1", api_key=key, max_retries=0, **kw)  # type: ignore[arg-type]
-
-
-MESSAGES = [{"role": "user", "content": "one two three four five"}]
-
-
-def test_non_streaming_chat_publishes_usage(running: Running, publisher: RecordingPublisher) -> None:
-    reply = client(running).chat.completions.create(
-        model="fake-model", messages=MESSAGES, max_tokens=6  # type: ignore[arg-type]
+def client(
+    running: Running, key: str = "sk-team-a-secret", default_headers: dict[str, str] | None = None
+) -> OpenAI:
+    return OpenAI(
+        base_url=f"{running.proxy_url}/v1",
+        api_key=key,
+        max_retries=0,
+        default_headers=default_headers,
     )
-    assert reply.usage is not None and reply.usage.completion_tokens == 6
+
+
+MESSAGES: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "one two three four five"}
+]
+
+
+def test_non_streaming_chat_publishes_usage(
+    running: Running, publisher: RecordingPublisher
+) -> None:
+    reply = client(running).chat.completions.create(
+        model="fake-model",
+        messages=MESSAGES,
+        max_tokens=6,
+    )
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens == 6
     (event,) = publisher.wait_for(1)
     validate(event)
     assert event["model"] == "fake-model"
     assert event["request_id"] == reply.id
     assert (event["input_tokens"], event["output_tokens"]) == (5, 6)
-    assert event["status"] == "ok" and event["tenant"] == "team-a"
+    assert event["status"] == "ok"
+    assert event["tenant"] == "team-a"
     assert (event["host"], event["gpu_uuid"], event["gpu_index"]) == (HOST, "GPU-aaaa", 0)
-    assert "ttft_ms" not in event and event["latency_ms"] > 0
+    assert "ttft_ms" not in event
+    assert event["latency_ms"] > 0
 
 
 def test_streaming_without_include_usage_hides_the_usage_chunk(
@@ -52,7 +69,10 @@ def test_streaming_without_include_usage_hides_the_usage_chunk(
 ) -> None:
     chunks = list(
         client(running).chat.completions.create(
-            model="fake-model", messages=MESSAGES, max_tokens=4, stream=True  # type: ignore[arg-type]
+            model="fake-model",
+            messages=MESSAGES,
+            max_tokens=4,
+            stream=True,
         )
     )
     # The client never asked for usage: no usage-only chunk reaches it.
@@ -73,13 +93,14 @@ def test_streaming_with_include_usage_keeps_the_usage_chunk(
     chunks = list(
         client(running, key="sk-team-b-secret").chat.completions.create(
             model="llama-70b",
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             max_tokens=5,
             stream=True,
             stream_options={"include_usage": True},
         )
     )
-    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == 5
     events = publisher.wait_for(2)
     # Tensor parallel over GPUs 1 and 2: split like producers.fleet, sums exact.
@@ -109,13 +130,16 @@ def test_upstream_errors_pass_through_and_are_recorded(
 ) -> None:
     c = client(running, default_headers={"x-fake-status": str(status)})
     with pytest.raises(openai.APIStatusError) as caught:
-        c.chat.completions.create(model="fake-model", messages=MESSAGES)  # type: ignore[arg-type]
+        c.chat.completions.create(model="fake-model", messages=MESSAGES)
     assert caught.value.status_code == status
     assert caught.value.body == {  # the upstream's own error body, untouched
-        "message": f"fake upstream error {status}", "type": "fake_error", "code": status
+        "message": f"fake upstream error {status}",
+        "type": "fake_error",
+        "code": status,
     }
     (event,) = publisher.wait_for(1)
-    assert event["status"] == "error" and event["model"] == "fake-model"
+    assert event["status"] == "error"
+    assert event["model"] == "fake-model"
     assert (event["input_tokens"], event["output_tokens"]) == (0, 0)
 
 
@@ -124,7 +148,7 @@ def test_upstream_timeout_is_a_504_and_recorded(
 ) -> None:
     c = client(running, default_headers={"x-fake-stall-s": "4"})
     with pytest.raises(openai.APIStatusError) as caught:
-        c.chat.completions.create(model="fake-model", messages=MESSAGES)  # type: ignore[arg-type]
+        c.chat.completions.create(model="fake-model", messages=MESSAGES)
     assert caught.value.status_code == 504
     (event,) = publisher.wait_for(1)
     assert event["status"] == "timeout"
@@ -136,11 +160,15 @@ def test_timeout_mid_stream_cuts_the_client_and_is_recorded(
 ) -> None:
     c = client(running, default_headers={"x-fake-stall-after": "2", "x-fake-stall-s": "4"})
     seen: list[str] = []
+    stream = c.chat.completions.create(
+        model="fake-model", messages=MESSAGES, max_tokens=6, stream=True
+    )
+
+    def read_all() -> None:
+        seen.extend(chunk.choices[0].delta.content or "" for chunk in stream)
+
     with pytest.raises(openai.APIConnectionError):
-        for chunk in c.chat.completions.create(
-            model="fake-model", messages=MESSAGES, max_tokens=6, stream=True  # type: ignore[arg-type]
-        ):
-            seen.append(chunk.choices[0].delta.content or "")
+        read_all()
     assert "".join(seen) == "tok0 tok1"
     (event,) = publisher.wait_for(1)
     assert event["status"] == "timeout"
@@ -152,7 +180,10 @@ def test_client_disconnect_mid_stream_is_cancelled(
 ) -> None:
     c = client(running, default_headers={"x-fake-token-delay-ms": "50"})
     stream = c.chat.completions.create(
-        model="fake-model", messages=MESSAGES, max_tokens=200, stream=True  # type: ignore[arg-type]
+        model="fake-model",
+        messages=MESSAGES,
+        max_tokens=200,
+        stream=True,
     )
     for n, _chunk in enumerate(stream, 1):
         if n == 3:
@@ -179,10 +210,12 @@ def test_other_paths_pass_through_untouched(
         content=b"raw body",
         headers={"x-custom": "v", "Connection": "keep-alive", "x-fake-status": "418"},
     )
-    assert r.status_code == 418 and r.headers["x-fake-echo"] == "1"
+    assert r.status_code == 418
+    assert r.headers["x-fake-echo"] == "1"
     echo = r.json()
     assert (echo["method"], echo["raw_path"]) == ("PATCH", "/anything/here?x=1&y=%20")
-    assert echo["body"] == "raw body" and echo["headers"]["x-custom"] == "v"
+    assert echo["body"] == "raw body"
+    assert echo["headers"]["x-custom"] == "v"
     # GET of a metered path is not metered, nor is anything else.
     time.sleep(0.2)
     assert publisher.events == []
@@ -190,12 +223,13 @@ def test_other_paths_pass_through_untouched(
 
 def test_health_and_metrics_are_the_proxys_own(running: Running) -> None:
     health = httpx.get(f"{running.proxy_url}/_proxy/health").json()
-    assert health["status"] == "ok" and health["upstream"] == running.fake_url
+    assert health["status"] == "ok"
+    assert health["upstream"] == running.fake_url
     text = httpx.get(f"{running.proxy_url}/_proxy/metrics").text
     assert "proxy_usage_events_dropped_total" in text
 
 
 def test_the_api_key_is_never_in_an_event(running: Running, publisher: RecordingPublisher) -> None:
-    client(running).chat.completions.create(model="fake-model", messages=MESSAGES)  # type: ignore[arg-type]
+    client(running).chat.completions.create(model="fake-model", messages=MESSAGES)
     (event,) = publisher.wait_for(1)
     assert "sk-team-a-secret" not in repr(event)
