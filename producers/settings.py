@@ -268,9 +268,10 @@ class ProducerSettings(ServiceSettings):
         description="proxy: request header naming the tenant when the API key is not in "
         "PROXY_API_KEYS; '-' = none.",
     )
+    # No validation_alias: the <NAME>_FILE source hands values over by field name, and the
+    # name upper-cased is the variable (settings names are case-insensitive).
     proxy_api_keys: SecretList | None = Field(
         default=None,
-        validation_alias="PROXY_API_KEYS",
         description="proxy: tenant=api_key,... (readable from PROXY_API_KEYS_FILE); the "
         "client's bearer key picks its tenant. Keys are kept only as SHA-256 digests.",
     )
