@@ -160,8 +160,11 @@ def our_services() -> Iterator[tuple[str, str, str, dict[str, Any]]]:
 def setting_names(what: str) -> set[str]:
     if what == "processor":
         return {name.upper() for name in ProcessorSettings.model_fields}
-    aliases = {f.validation_alias for f in ProducerSettings.model_fields.values()}
-    return {a for a in aliases if isinstance(a, str)}
+    # Read by validation_alias, else by field name (PROXY_API_KEYS: see producers.settings).
+    return {
+        f.validation_alias if isinstance(f.validation_alias, str) else name.upper()
+        for name, f in ProducerSettings.model_fields.items()
+    }
 
 
 def env_example() -> dict[str, str]:
@@ -178,7 +181,7 @@ def env_example() -> dict[str, str]:
 
 @pytest.mark.parametrize("file", COMPOSE_FILES)
 def test_compose_file_is_valid_for_docker_compose_1_29(file: str) -> None:
-    for profiles in ([], ["--profile", "gpu"]):
+    for profiles in ([], ["--profile", "gpu"], ["--profile", "proxy"]):
         done = compose(file, *profiles, "config", "-q")
         assert done.returncode == 0, f"{file} {profiles}: {done.stderr}"
 
@@ -300,7 +303,7 @@ def test_producers_scale_and_nothing_runs_as_root_or_without_a_healthcheck() -> 
             if kind(service) is not None:
                 assert service.get("read_only") is True
                 assert service.get("cap_drop") == ["ALL"]
-            if kind(service) == "producers":
+            if kind(service) == "producers" and service.get("command") != ["proxy"]:
                 assert "container_name" not in service, f"{file}:{name}: breaks --scale"
                 assert "ports" not in service, f"{file}:{name}: breaks --scale"
     gpu = services("vm3-processor.yml")["processor-gpu"]
@@ -309,6 +312,11 @@ def test_producers_scale_and_nothing_runs_as_root_or_without_a_healthcheck() -> 
     assert device["driver"] == "nvidia"
     assert "gpu" in device["capabilities"]
     assert "profiles" not in services("vm3-processor.yml")["processor"]
+    # The proxy: opt-in, one per server, published on the host's loopback unless told.
+    proxy = services("vm4-producers.yml")["proxy"]
+    assert proxy["profiles"] == ["proxy"]
+    assert proxy["ports"] == ["127.0.0.1:8100:8100/tcp"]
+    assert proxy["environment"]["PROXY_UPSTREAM"] == "http://host.docker.internal:8000"
 
 
 def test_kafka_init_creates_both_topics_idempotently(tmp_path: Path) -> None:
