@@ -70,22 +70,25 @@ def send(proxy_url: str, requests: int) -> int:
             messages=[{"role": "user", "content": prompt}],
             max_tokens=64,
         )
-        text = "".join(
-            chunk.choices[0].delta.content or ""
-            for chunk in b.chat.completions.create(
+        chunks = list(
+            b.chat.completions.create(
                 model="fake-model",
                 messages=[{"role": "user", "content": prompt * 3}],
                 max_tokens=256,
                 stream=True,
             )
-            if chunk.choices
         )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        usage_chunks = sum(1 for c in chunks if c.usage is not None)
         if i == 0:
             usage = reply.usage
             print(
                 f"  team-a (plain):     id={reply.id} usage={usage.model_dump() if usage else None}"
             )
-            print(f"  team-b (streaming): {len(text.split())} tokens streamed, no usage chunk seen")
+            print(
+                f"  team-b (streaming): {len(text.split())} tokens streamed in {len(chunks)} "
+                f"chunks, {usage_chunks} usage chunk(s) seen by the client (none asked)"
+            )
     return 2 * requests
 
 
