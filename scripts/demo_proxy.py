@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         health = httpx.get(f"{proxy_url}/_proxy/health", timeout=5).json()
         publishing = health["publishing"]
         print(
-            f"proxy health: {health['status']}, usage events delivered "
+            f"proxy health: {health['status']}, events delivered (usage + GPU readings) "
             f"{publishing['delivered']}, dropped {publishing['dropped_total']}"
         )
         start_ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
