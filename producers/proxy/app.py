@@ -335,7 +335,14 @@ class _Proxy:
             response = web.Response(body=payload, status=upstream.status, reason=upstream.reason)
             response.headers.extend(_forward_headers(upstream.headers))
             response.headers.popall("Content-Length", None)
-            return response
+        # Sent here, not by aiohttp after the handler returns: the event is built after the
+        # client has its answer, so metering adds nothing to the request's latency.
+        try:
+            await response.prepare(request)
+            await _to_client(response, None)
+        except (_ClientGone, ConnectionResetError):
+            outcome.status = "cancelled"
+        return response
 
     async def _stream(
         self,
