@@ -313,10 +313,12 @@ def test_producers_scale_and_nothing_runs_as_root_or_without_a_healthcheck() -> 
     assert "gpu" in device["capabilities"]
     assert "profiles" not in services("vm3-processor.yml")["processor"]
     # The proxy: opt-in, one per server, published on the host's loopback unless told.
-    proxy = services("vm4-producers.yml")["proxy"]
-    assert proxy["profiles"] == ["proxy"]
-    assert proxy["ports"] == ["127.0.0.1:8100:8100/tcp"]
-    assert proxy["environment"]["PROXY_UPSTREAM"] == "http://host.docker.internal:8000"
+    for file in ("vm4-producers.yml", "single-host.yml"):
+        proxy = services(file)["proxy"]
+        assert proxy["profiles"] == ["proxy"], file
+        assert proxy["ports"] == ["127.0.0.1:8100:8100/tcp"], file
+        assert proxy["environment"]["PROXY_UPSTREAM"] == "http://host.docker.internal:8000"
+        assert proxy["command"] == ["proxy"], file
 
 
 def test_kafka_init_creates_both_topics_idempotently(tmp_path: Path) -> None:
