@@ -42,6 +42,10 @@ $(STAMP): $(DEPS_STAMP) pyproject.toml
 demo: $(STAMP) ## Run the pipeline end to end (stack, processor, producer) and print its costs
 	$(PY) scripts/demo.py --state-dir $(STATE_DIR)
 
+.PHONY: demo-proxy
+demo-proxy: $(STAMP) ## openai-SDK traffic of two tenants through the usage proxy; prints costs by tenant
+	$(PY) scripts/demo_proxy.py --state-dir $(STATE_DIR)
+
 .PHONY: down
 down: $(STAMP) ## Stop what `make demo` started (processor, then the local stack)
 	$(PY) scripts/demo.py --state-dir $(STATE_DIR) --down

@@ -5,6 +5,7 @@
     python -m producers replay events.jsonl --speed 10x
     python -m producers replay gpu-log.csv --speed max --loop --retime
     python -m producers otlp --listen 0.0.0.0:4318     # OTLP/HTTP GenAI spans -> token.usage.v1
+    python -m producers proxy --upstream http://127.0.0.1:8000 --listen 0.0.0.0:8100
 
 Settings come from the environment (see ``producers.settings``); a flag overrides its
 variable. Exit codes: 0 every event delivered; 1 something was not delivered, or Kafka / the
@@ -80,6 +81,15 @@ _FLEET_SETTING_FLAGS: Final = (
     ("--gpu-seed-file", "GPU_SEED_FILE", "seed file for hosts without NVML/nvidia-smi"),
     ("--models", "PRODUCER_MODELS", "models and weights: name[:weight],..."),
     ("--deployment", "PRODUCER_DEPLOYMENT", "model=gpu_index[,gpu_index...];... (this host)"),
+)
+
+
+_PROXY_SETTING_FLAGS: Final = (
+    ("--upstream", "PROXY_UPSTREAM", "base URL of the OpenAI-compatible server"),
+    ("--listen", "PROXY_LISTEN", "host:port the proxy listens on"),
+    ("--tenant-header", "PROXY_TENANT_HEADER", "header naming the tenant ('-' = none)"),
+    ("--upstream-timeout", "PROXY_UPSTREAM_TIMEOUT_S", "seconds the upstream may stay silent"),
+    ("--queue-size", "PROXY_QUEUE_SIZE", "usage events held for Kafka before dropping"),
 )
 
 
@@ -164,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 all delivered; 1 not all delivered or Kafka/topic/GPUs "
         "unavailable; 2 bad usage, setting or replay file (nothing sent)",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,replay,otlp}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,replay,proxy,otlp}")
 
     run = sub.add_parser(
         "run",
@@ -257,14 +267,33 @@ def build_parser() -> argparse.ArgumentParser:
     otlp_settings = otlp.add_argument_group("receiver settings")
     _add_setting_flags(otlp_settings, _OTLP_SETTING_FLAGS)
     _add_setting_flags(otlp_settings, _FLEET_SETTING_FLAGS)
+    proxy = sub.add_parser(
+        "proxy",
+        parents=[common],
+        help="OpenAI-compatible reverse proxy that publishes each request's token usage",
+        description="Forward every request to --upstream; meter POST /v1/chat/completions, "
+        "/v1/completions and /v1/embeddings (streaming included) into token.usage.v1 events "
+        "attributed through the deployment map. Kafka being slow or down never fails or "
+        "delays a request: events are dropped and counted (GET /_proxy/health, "
+        "/_proxy/metrics). Runs until SIGINT/SIGTERM. See docs/proxy.md.",
+    )
+    proxy_settings = proxy.add_argument_group("proxy settings")
+    _add_setting_flags(proxy_settings, _PROXY_SETTING_FLAGS)
+    _add_setting_flags(proxy_settings, _FLEET_SETTING_FLAGS)
     return parser
 
 
 def _settings_from(args: argparse.Namespace) -> ProducerSettings:
     overrides: dict[str, object] = {}
     flags: dict[str, str] = {}
-    every = (*_COMMON_SETTING_FLAGS, *_RUN_SETTING_FLAGS, *_FLEET_SETTING_FLAGS)
-    for flag, env, _ in (*every, *_OTLP_SETTING_FLAGS):
+    every = (
+        *_COMMON_SETTING_FLAGS,
+        *_RUN_SETTING_FLAGS,
+        *_FLEET_SETTING_FLAGS,
+        *_PROXY_SETTING_FLAGS,
+        *_OTLP_SETTING_FLAGS,
+    )
+    for flag, env, _ in every:
         value = getattr(args, f"setting:{env}", None)
         if value is not None:
             overrides[env] = value
@@ -306,6 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "otlp":
         return _otlp(args, settings)
+    if args.command == "proxy":
+        from producers.proxy.serve import run_proxy  # aiohttp only for this command
+
+        return run_proxy(settings)
 
     replay: ReplaySource | None = None
     if args.command == "replay":

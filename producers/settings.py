@@ -38,6 +38,7 @@ from service_settings import (
     KafkaTopic,
     LogFormat,
     LogLevel,
+    SecretList,
     ServiceSettings,
     explained,
     problems,
@@ -318,6 +319,65 @@ class ProducerSettings(ServiceSettings):
         validation_alias="LOG_FORMAT",
         description="`text` (default) or `json`: one JSON object per log line (stderr).",
     )
+    # -- proxy (python -m producers proxy): see docs/proxy.md ----------------------------------
+    proxy_upstream: str | None = Field(
+        default=None,
+        pattern=explained(r"^https?://[^\s/]+(/\S*)?$", "must be an http:// or https:// URL"),
+        validation_alias="PROXY_UPSTREAM",
+        description="proxy: base URL of the OpenAI-compatible server, e.g. http://vllm:8000 "
+        "(required by the proxy command).",
+    )
+    proxy_listen: str = Field(
+        default="0.0.0.0:8100",
+        pattern=explained(r"^[^\s]*:[0-9]{1,5}$", "must be host:port"),
+        validation_alias="PROXY_LISTEN",
+        description="proxy: address the proxy listens on, host:port.",
+    )
+    proxy_tenant_header: str | None = Field(
+        default="X-Tenant",
+        pattern=explained(r"^[A-Za-z0-9-]+$", "must be an HTTP header name"),
+        validation_alias="PROXY_TENANT_HEADER",
+        description="proxy: request header naming the tenant when the API key is not in "
+        "PROXY_API_KEYS; '-' = none.",
+    )
+    # No validation_alias: the <NAME>_FILE source hands values over by field name, and the
+    # name upper-cased is the variable (settings names are case-insensitive).
+    proxy_api_keys: SecretList | None = Field(
+        default=None,
+        description="proxy: tenant=api_key,... (readable from PROXY_API_KEYS_FILE); the "
+        "client's bearer key picks its tenant. Keys are kept only as SHA-256 digests.",
+    )
+    # 300 s: a long generation streams a token every few tens of ms, but a large prompt's
+    # prefill on a busy server can keep the first byte back for minutes.
+    proxy_upstream_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias="PROXY_UPSTREAM_TIMEOUT_S",
+        description="proxy: seconds the upstream may stay silent (before its headers or "
+        "between two chunks) before the request ends with status timeout (504).",
+    )
+    proxy_connect_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias="PROXY_CONNECT_TIMEOUT_S",
+        description="proxy: seconds to open a connection to the upstream (502 after).",
+    )
+    proxy_gpu_readings: bool = Field(
+        default=True,
+        validation_alias="PROXY_GPU_READINGS",
+        description="proxy: also publish a gpu.metrics.v1 reading per GPU every "
+        "PRODUCER_GPU_INTERVAL_S (the allocation cost needs them); false when another "
+        "producer on this host already samples the GPUs.",
+    )
+    # 10,000 events of ~400 bytes: 4 MB, minutes of traffic at hundreds of requests/s.
+    proxy_queue_size: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000_000,
+        validation_alias="PROXY_QUEUE_SIZE",
+        description="proxy: usage events held for Kafka (and librdkafka's own queue bound); "
+        "beyond it events are dropped and counted, requests are never held.",
+    )
 
     @field_validator("delivery_timeout_ms")
     @classmethod
@@ -337,6 +397,11 @@ class ProducerSettings(ServiceSettings):
                 "PRODUCER_GPU_SOURCES lists dcgm-exporter but GPU_DCGM_EXPORTER_URL is not set"
             )
         return self
+
+    @field_validator("proxy_tenant_header", mode="before")
+    @classmethod
+    def _no_header(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip() == "-" else value
 
     @property
     def effective_client_id(self) -> str:

@@ -9,7 +9,8 @@ baselines measured minutes apart on the same broker and server, which is what we
     python scripts/bench.py --only hostile --hostile-variant CONSUME_BATCH_SIZE=250
     python scripts/bench.py --only cpu --baseline-repo ../wt-old   # CPU/event: this vs old code
 
-Phases: validation, producer, drain, latency, hostile, and cpu (only with --baseline-repo).
+Phases: validation, producer, drain, latency, hostile, proxy (scripts/bench_proxy.py), and cpu
+(only with --baseline-repo).
 --processor-repo DIR runs another checkout's processor (its .venv if it has one) in every phase.
 """
 
@@ -55,13 +56,14 @@ from processor.cost import CostModel, OutputWeights, PriceBook  # noqa: E402
 from processor.pricing import Priced, Pricer  # noqa: E402
 from processor.store import MongoStore  # noqa: E402
 from schemas.contracts import decode, kafka_key, validate  # noqa: E402
+from scripts import bench_proxy  # noqa: E402
 
 PY = sys.executable
 RESULTS = REPO / "docs" / "benchmarks.md"
 STATE = REPO / ".state" / "bench-stack"
 # A processor finishes its batch, commits and leaves the group on SIGTERM: seconds.
 PROCESSOR_STOP_S = 30.0
-PHASES = ("validation", "producer", "drain", "latency", "hostile", "cpu")
+PHASES = ("validation", "producer", "drain", "latency", "hostile", "proxy", "cpu")
 # The processor's MAX_MESSAGE_BYTES default: hostile values are sized around it.
 MAX_MESSAGE_BYTES = 65536
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -1021,6 +1023,8 @@ def record(results: dict[str, Any], args: argparse.Namespace) -> None:
         )
         slices = ", ".join(f"{p:.0f}" for p in results.get("latency_slices", []))
         lines.append(f"| latency p99 per 10 s of that run | {slices} ms | - | - | - |")
+    if "proxy" in results:
+        lines += bench_proxy.lines(results["proxy"])
     if args.note:
         lines += ["", f"Note: {args.note}"]
     print("\n".join(lines), flush=True)
@@ -1054,6 +1058,8 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="cpu phase: checkout whose processor is compared with --processor-repo's",
     )
+    parser.add_argument("--proxy-seconds", type=float, default=30.0)
+    parser.add_argument("--proxy-rate", type=float, default=200.0, help="requests/s, all kinds")
     parser.add_argument("--cpu-events", type=int, default=50_000)
     parser.add_argument("--cpu-rounds", type=int, default=3)
     parser.add_argument("--hostile-events", type=int, default=50_000)
@@ -1120,6 +1126,11 @@ def main(argv: list[str] | None = None) -> int:
             bench.bench_latency(args.latency_seconds, args.latency_rate)
         if "hostile" in wanted:
             bench.bench_hostile(args.hostile_events, args.hostile_every, variants)
+        if "proxy" in wanted:
+            log("proxy: added latency vs the fake upstream direct, then Kafka down")
+            bench.results["proxy"] = bench_proxy.run(
+                bootstrap, "tokens", STATE, args.proxy_seconds, args.proxy_rate
+            )
         if "cpu" in wanted and args.baseline_repo is not None:
             bench.bench_cpu(args.cpu_events, args.baseline_repo.resolve(), args.cpu_rounds)
         record(bench.results, args)

@@ -161,8 +161,11 @@ def our_services() -> Iterator[tuple[str, str, str, dict[str, Any]]]:
 def setting_names(what: str) -> set[str]:
     if what == "processor":
         return {name.upper() for name in ProcessorSettings.model_fields}
-    aliases = {f.validation_alias for f in ProducerSettings.model_fields.values()}
-    return {a for a in aliases if isinstance(a, str)}
+    # Read by validation_alias, else by field name (PROXY_API_KEYS: see producers.settings).
+    return {
+        f.validation_alias if isinstance(f.validation_alias, str) else name.upper()
+        for name, f in ProducerSettings.model_fields.items()
+    }
 
 
 def env_example() -> dict[str, str]:
@@ -179,7 +182,7 @@ def env_example() -> dict[str, str]:
 
 @pytest.mark.parametrize("file", COMPOSE_FILES)
 def test_compose_file_is_valid_for_docker_compose_1_29(file: str) -> None:
-    for profiles in ([], ["--profile", "gpu"]):
+    for profiles in ([], ["--profile", "gpu"], ["--profile", "proxy"]):
         done = compose(file, *profiles, "config", "-q")
         assert done.returncode == 0, f"{file} {profiles}: {done.stderr}"
 
@@ -301,8 +304,8 @@ def test_producers_scale_and_nothing_runs_as_root_or_without_a_healthcheck() -> 
             if kind(service) is not None:
                 assert service.get("read_only") is True
                 assert service.get("cap_drop") == ["ALL"]
-            # The OTLP receiver is one per host by design: it publishes its port.
-            if kind(service) == "producers" and service.get("command") != ["otlp"]:
+            # The OTLP receiver and the proxy are one per host by design: they publish a port.
+            if kind(service) == "producers" and service.get("command") not in (["otlp"], ["proxy"]):
                 assert "container_name" not in service, f"{file}:{name}: breaks --scale"
                 assert "ports" not in service, f"{file}:{name}: breaks --scale"
     gpu = services("vm3-processor.yml")["processor-gpu"]
@@ -311,6 +314,13 @@ def test_producers_scale_and_nothing_runs_as_root_or_without_a_healthcheck() -> 
     assert device["driver"] == "nvidia"
     assert "gpu" in device["capabilities"]
     assert "profiles" not in services("vm3-processor.yml")["processor"]
+    # The proxy: opt-in, one per server, published on the host's loopback unless told.
+    for file in ("vm4-producers.yml", "single-host.yml"):
+        proxy = services(file)["proxy"]
+        assert proxy["profiles"] == ["proxy"], file
+        assert proxy["ports"] == ["127.0.0.1:8100:8100/tcp"], file
+        assert proxy["environment"]["PROXY_UPSTREAM"] == "http://host.docker.internal:8000"
+        assert proxy["command"] == ["proxy"], file
 
 
 def test_kafka_init_creates_both_topics_idempotently(tmp_path: Path) -> None:

@@ -39,13 +39,23 @@ SETTING_ENV = (
     "PRODUCER_OTLP_MAX_BODY_BYTES",
     "LOG_LEVEL",
     "LOG_FORMAT",
+    "PROXY_UPSTREAM",
+    "PROXY_LISTEN",
+    "PROXY_TENANT_HEADER",
+    "PROXY_UPSTREAM_TIMEOUT_S",
+    "PROXY_CONNECT_TIMEOUT_S",
+    "PROXY_GPU_READINGS",
+    "PROXY_QUEUE_SIZE",
 )
+# Read by field name (its <NAME>_FILE variant needs that), not by validation_alias.
+NAMED_BY_FIELD = ("PROXY_API_KEYS",)
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in SETTING_ENV:
+    for name in (*SETTING_ENV, *NAMED_BY_FIELD):
         monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(f"{name}_FILE", raising=False)
 
 
 def test_defaults() -> None:
@@ -63,8 +73,10 @@ def test_defaults() -> None:
 
 
 def test_every_setting_has_its_env_name() -> None:
-    aliases = {f.validation_alias for f in ProducerSettings.model_fields.values()}
-    assert aliases == set(SETTING_ENV)
+    names = {
+        f.validation_alias or name.upper() for name, f in ProducerSettings.model_fields.items()
+    }
+    assert names == set(SETTING_ENV) | set(NAMED_BY_FIELD)
 
 
 def test_environment_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
