@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -289,6 +290,21 @@ def test_dashboards_become_sidecar_configmaps(helm: Path) -> None:
         ((name, body),) = cm["data"].items()
         assert body == (CHART_DIR / "files" / "dashboards" / name).read_text().rstrip("\n")
         json.loads(body)
+
+
+def test_a_dashboard_json_becomes_a_labelled_configmap(helm: Path, tmp_path: Path) -> None:
+    """With a dashboard present (compose may have none yet), it renders and validates."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART_DIR, chart)
+    board = {"title": "GPU token cost", "panels": [{"type": "stat", "title": "$ / 1M"}]}
+    (chart / "files" / "dashboards" / "Token_Costs.json").write_text(json.dumps(board) + "\n")
+    done = _helm(helm, "template", "gtc", str(chart), "-f", str(CI_VALUES / "keda-values.yaml"))
+    assert done.returncode == 0, done.stderr
+    (cm,) = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "ConfigMap"]
+    validate(cm)
+    assert cm["metadata"]["name"] == "gtc-gpu-token-cost-dashboard-token-costs"
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(cm["data"]["Token_Costs.json"]) == board
 
 
 def test_strimzi_topics(helm: Path) -> None:
