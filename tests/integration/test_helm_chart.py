@@ -394,8 +394,11 @@ def test_every_documented_setting_is_settable(helm: Path, service: str, tmp_path
         "producers": {"enabled": True},
     }
     values.setdefault(service, {})["env"] = {name: f"value-of-{name}" for name in names}
+    fixed = {}
     if service == "processor":
-        values["processor"]["env"]["API_HEALTH_OPEN"] = "true"
+        # Both must agree with the chart's probes: a port the chart knows, /health open.
+        fixed = {"API_HEALTH_OPEN": "true", "HTTP_PORT": "9000"}
+        values["processor"].update(env={**values["processor"]["env"], **fixed}, port=9000)
     path = tmp_path / "values.yaml"
     path.write_text(yaml.safe_dump(values))
     docs = render(helm, "-f", str(path))
@@ -404,7 +407,7 @@ def test_every_documented_setting_is_settable(helm: Path, service: str, tmp_path
     for name in names:
         if service == "producers" and name == "PRODUCER_HOST":
             continue  # the chart sets it from the node name; checked below
-        expected = "true" if name == "API_HEALTH_OPEN" else f"value-of-{name}"
+        expected = fixed.get(name, f"value-of-{name}")
         assert env.get(name) == expected, name
     if service == "producers":
         assert env["PRODUCER_HOST"] == "<from>"
@@ -476,6 +479,21 @@ def test_missing_bootstrap_is_refused(helm: Path) -> None:
 def test_missing_mongo_secret_is_refused(helm: Path) -> None:
     err = render_fails(helm, "--set", "kafka.bootstrap=k:9092")
     assert "mongo.existingSecret is required" in err
+
+
+def test_conflicting_port_and_api_health_settings_are_refused(helm: Path) -> None:
+    default = str(CI_VALUES / "default-values.yaml")
+    err = render_fails(helm, "-f", default, "--set", "processor.env.HTTP_PORT=9000")
+    assert "processor.env.HTTP_PORT differs from processor.port" in err
+    for spelling in ("false", "0", "Off"):
+        err = render_fails(
+            helm, "-f", default, "--set", f"processor.env.API_HEALTH_OPEN={spelling}"
+        )
+        assert "/health must stay open" in err
+    err = render_fails(helm, "-f", default, "--set", "processor.env.MONGO_URL=mongodb://x/",
+                       "--set", "processor.secretFiles.MONGO_URL.secret=s",
+                       "--set", "processor.secretFiles.MONGO_URL.key=k")  # fmt: skip
+    assert "MONGO_URL is set both in env and in secretFiles" in err
 
 
 def test_proxy_without_upstream_is_refused(helm: Path) -> None:
