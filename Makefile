@@ -153,3 +153,19 @@ compose-down: $(ENV_FILE) ## Stop the single-host deployment (volumes kept)
 	$(COMPOSE) -f compose/single-host.yml --env-file $(ENV_FILE) down
 compose-config: setup ## Validate every compose file with the example env (no engine needed)
 	@for f in compose/*.yml; do $(COMPOSE) -f $$f --env-file compose/.env.example config -q && echo "ok  $$f"; done
+
+# ---- Kubernetes (Helm chart; validated offline, no cluster: docs/deploy-kubernetes.md)
+CHART ?= deploy/helm/gpu-token-cost
+
+.PHONY: helm
+helm: $(STAMP) ## Build helm (pinned, from source with go install) into the cache; prints its path
+	$(PY) -m devtools.helm
+
+.PHONY: chart-sync
+chart-sync: $(STAMP) ## Copy compose/monitoring alerts + Grafana dashboards into the chart's files/
+	$(PY) scripts/chart_sync.py
+
+.PHONY: chart-check
+chart-check: $(STAMP) ## Lint, render and validate every chart variant (tests/integration/test_helm_chart.py)
+	$(PY) scripts/chart_sync.py --check
+	$(PY) -m pytest tests/integration/test_helm_chart.py tests/unit/test_chart_sync.py $(PYTEST_ARGS)
