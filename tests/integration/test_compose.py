@@ -392,9 +392,11 @@ def test_mongo_init_creates_the_app_user_and_the_processors_indexes() -> None:
     from processor.store import _INDEXES  # the processor creates the same ones at start
 
     stub = """
-        const calls = { users: [], indexes: {} };
+        const calls = { users: [], roles: [], indexes: {} };
         const appDb = {
           getUser: () => null,
+          getRole: () => null,
+          createRole: (r) => calls.roles.push(r),
           createUser: (u) => calls.users.push(u),
           runCommand: (c) => { calls.indexes[c.createIndexes] = c.indexes; return { ok: 1 }; },
         };
@@ -417,8 +419,22 @@ def test_mongo_init_creates_the_app_user_and_the_processors_indexes() -> None:
     assert done.returncode == 0, done.stderr
     calls = json.loads(done.stdout)
     assert calls["db"] == "gpu_cost"
+    # Exactly the processor's operations (find/insert/createIndex): test_mongo7.py checks the
+    # role's effect against mongo:7.0 itself (containers mode).
+    assert calls["roles"] == [
+        {
+            "role": "gpuCostProcessor",
+            "privileges": [
+                {
+                    "resource": {"db": "gpu_cost", "collection": ""},
+                    "actions": ["find", "insert", "createIndex", "createCollection"],
+                }
+            ],
+            "roles": [],
+        }
+    ]
     assert calls["users"] == [
-        {"user": "app", "pwd": "pw", "roles": [{"role": "readWrite", "db": "gpu_cost"}]}
+        {"user": "app", "pwd": "pw", "roles": [{"role": "gpuCostProcessor", "db": "gpu_cost"}]}
     ]
     created = {
         collection: sorted((i["name"], [[k, v] for k, v in i["key"].items()]) for i in specs)
