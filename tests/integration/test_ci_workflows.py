@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
-import yaml  # type: ignore[import-untyped]  # in the dev lock (schemathesis), no stubs
+import yaml  # type: ignore[import-untyped]  # in the dev lock (schemathesis, kubernetes-validate); no stubs
 
 from devtools.actionlint import ACTIONLINT_VERSION, WORKFLOWS, install_actionlint, lint_workflows
 from devtools.stack.config import default_cache_dir

@@ -365,7 +365,9 @@ def test_build_contexts_dockerfiles_and_copied_paths_exist() -> None:
         text = dockerfile.read_text()
         assert re.search(r"^USER 10001", text, re.M), f"{dockerfile}: not non-root"
         assert re.search(r"^FROM \$\{PYTHON_IMAGE\}", text, re.M)
-        assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-bookworm$", text, re.M)
+        assert re.search(
+            r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}$", text, re.M
+        )
         for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.M):
             for source in line.split()[:-1]:
                 assert (context / source).exists(), f"{dockerfile}: COPY {source} missing"
