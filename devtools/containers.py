@@ -12,6 +12,7 @@ fails the pull loudly ("manifest unknown"), never silently runs another image.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import secrets
 from collections.abc import Iterator
@@ -73,7 +74,8 @@ def kafka_container(image: str = KAFKA_IMAGE) -> Iterator[KafkaServer]:
 
     testcontainers' KafkaContainer drives Confluent's image (its start hook edits Confluent's
     scripts), so the official image is started as a plain container: the host port is chosen
-    first so that the advertised listener can name it.
+    first so that the advertised listener can name it. That assumes the engine publishes ports
+    on this machine's localhost (a local engine, as on a laptop or a CI runner).
     """
     from testcontainers.core.container import DockerContainer
 
@@ -82,6 +84,7 @@ def kafka_container(image: str = KAFKA_IMAGE) -> Iterator[KafkaServer]:
         DockerContainer(image)
         .with_bind_ports(9092, port)
         .with_envs(
+            CLUSTER_ID=_cluster_id(),
             KAFKA_NODE_ID="1",
             KAFKA_PROCESS_ROLES="broker,controller",
             KAFKA_CONTROLLER_QUORUM_VOTERS="1@localhost:9093",
@@ -107,6 +110,14 @@ def kafka_container(image: str = KAFKA_IMAGE) -> Iterator[KafkaServer]:
             f"Kafka container at {bootstrap}", lambda: _kafka_answers(bootstrap), KAFKA_READY_S
         )
         yield KafkaServer(bootstrap=bootstrap)
+
+
+def _cluster_id() -> str:
+    """16 random bytes, URL-safe base64 without padding, not starting with "-" (a KRaft id)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _kafka_answers(bootstrap: str) -> bool:
