@@ -97,6 +97,18 @@ setup: ## Debian tools the deployment checks need (docker-compose, nft, ip, ...)
 test: setup lint ## The whole suite: lint + unit + integration + e2e (what CI runs)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
+.PHONY: test-containers
+test-containers: setup lint ## The whole suite with Kafka + mongo:7.0 in containers (needs Docker; docs/testing.md)
+	TEST_HARNESS=containers $(PY) -m pytest tests -rs $(PYTEST_ARGS)
+
+.PHONY: hadolint
+hadolint: $(STAMP) ## Lint every Dockerfile with hadolint (also part of make test)
+	$(PY) -m pytest tests/unit/test_dockerfiles.py -q
+
+.PHONY: actionlint
+actionlint: $(STAMP) ## Lint .github/workflows (actionlint built with go into .cache; also in make test)
+	$(PY) scripts/actionlint.py
+
 .PHONY: bench
 bench: $(STAMP) ## Benchmarks (producer, validation, processor drain, latency); appends docs/benchmarks.md
 	$(PY) scripts/bench.py $(BENCH_ARGS)

@@ -3,7 +3,13 @@
 Which servers the tests use:
 
 * ``KAFKA_BOOTSTRAP`` / ``MONGO_URL`` set in the environment: exactly those, nothing is started.
-* otherwise the local stack (``devtools.stack``, the code behind ``scripts/stack.py``) in
+* otherwise ``TEST_HARNESS`` (``local`` | ``containers`` | ``auto``, unset = auto) picks between
+  containers and the local stack; auto = containers when a Docker engine answers, else local
+  (``devtools.harness``, unit-tested). Containers: ``apache/kafka`` and ``mongo:7.0`` (pinned by
+  digest, ``devtools.containers``) started through testcontainers once per session; MongoDB runs
+  with auth and compose/mongo-init, the tests use its root user. Never run on this project's own
+  CI machine (no Docker engine there): see docs/testing.md.
+* the local stack (``devtools.stack``, the code behind ``scripts/stack.py``) in
   ``<repo>/.state/test-stack`` on the stack's addresses (default 127.0.0.1:9092 and
   127.0.0.1:27017, or ``STACK_KAFKA_LISTEN`` / ``STACK_MONGO_LISTEN``). If something already
   answers there (``make stack-up``, a compose stack, ...) it is used as is and never stopped.
@@ -35,7 +41,8 @@ from confluent_kafka.cimpl import NewTopic
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from devtools import stack
+from devtools import harness, stack
+from devtools.containers import MongoServer, kafka_container, mongo_container
 from devtools.ports import free_port
 from devtools.processes import ProcessId
 from devtools.waiting import wait_for
@@ -178,27 +185,82 @@ def _test_stack() -> Iterator[TestStack]:
     handle.release()
 
 
-@pytest.fixture(scope="session")
-def kafka_bootstrap(_test_stack: TestStack) -> str:
-    """Bootstrap servers of a real Kafka broker (``KAFKA_BOOTSTRAP`` or the local stack)."""
-    return os.environ.get("KAFKA_BOOTSTRAP") or _test_stack.address("kafka")
+_CHOICE: list[harness.Choice] = []
+
+
+def harness_choice() -> harness.Choice:
+    """TEST_HARNESS decided once per session (auto probes the Docker engine once)."""
+    if not _CHOICE:
+        endpoint = harness.docker_endpoint(os.environ)
+        try:
+            choice = harness.choose(
+                os.environ.get(harness.HARNESS_ENV), lambda: harness.ping_docker(endpoint)
+            )
+        except harness.HarnessError as exc:
+            raise pytest.UsageError(str(exc)) from exc
+        _CHOICE.append(choice)
+    return _CHOICE[0]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    choice = harness_choice()
+    return f"test harness: {choice.harness} ({choice.reason})"
 
 
 @pytest.fixture(scope="session")
-def mongo_url(_test_stack: TestStack) -> str:
-    """URL of a real MongoDB-wire server (``MONGO_URL`` or the local stack's FerretDB)."""
-    return os.environ.get("MONGO_URL") or stack.mongo_url(_test_stack.address("mongo"))
+def _kafka_container() -> Iterator[str]:
+    with kafka_container() as server:
+        yield server.bootstrap
+
+
+@pytest.fixture(scope="session")
+def mongo7() -> Iterator[MongoServer]:
+    """MongoDB 7 itself (containers mode only; skipped otherwise): a ``MongoServer`` with the
+    root and the init script's application-user URLs."""
+    choice = harness_choice()
+    if choice.harness != "containers":
+        pytest.skip(f"MongoDB 7 runs only with TEST_HARNESS=containers; this run: {choice.reason}")
+    with mongo_container() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(request: pytest.FixtureRequest) -> str:
+    """Bootstrap servers of a real Kafka broker (``KAFKA_BOOTSTRAP``, a container or the local
+    stack)."""
+    if os.environ.get("KAFKA_BOOTSTRAP"):
+        return os.environ["KAFKA_BOOTSTRAP"]
+    if harness_choice().harness == "containers":
+        return str(request.getfixturevalue("_kafka_container"))
+    test_stack: TestStack = request.getfixturevalue("_test_stack")
+    return test_stack.address("kafka")
+
+
+@pytest.fixture(scope="session")
+def mongo_url(request: pytest.FixtureRequest) -> str:
+    """URL of a real MongoDB-wire server (``MONGO_URL``, mongo:7.0 in a container or the local
+    stack's FerretDB)."""
+    if os.environ.get("MONGO_URL"):
+        return os.environ["MONGO_URL"]
+    if harness_choice().harness == "containers":
+        return str(request.getfixturevalue("mongo7").root_url)
+    test_stack: TestStack = request.getfixturevalue("_test_stack")
+    return stack.mongo_url(test_stack.address("mongo"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The first run installs the stack (minutes): give tests that may trigger it more time."""
+    """The first run installs the stack or pulls images (minutes): give tests that may trigger
+    it more time."""
     needs = {"kafka_bootstrap": "kafka", "mongo_url": "mongo"}
+    containers = harness_choice().harness == "containers"
     missing = {
         fixture
         for fixture, server in needs.items()
         if not os.environ.get("KAFKA_BOOTSTRAP" if server == "kafka" else "MONGO_URL")
-        and not stack.installed(only=server)
+        and (containers or not stack.installed(only=server))
     }
+    if containers:
+        missing.add("mongo7")
     if not missing:
         return
     for item in items:

@@ -3,8 +3,12 @@
 // nothing, so an operator may run it by hand after a restore:
 //   mongosh -u root -p ... --authenticationDatabase admin /docker-entrypoint-initdb.d/10-app-user-and-indexes.js
 //
-// The application user gets readWrite on MONGO_APP_DB and nothing else: it cannot read other
-// databases, create users or change the server. The index names equal those of
+// The application user gets exactly what the processor does (processor/store.py) on MONGO_APP_DB
+// and nothing else: read (find, distinct, aggregate, count), insert, and create its indexes
+// (createCollection: createIndexes on a collection that does not exist yet creates it). No
+// update, delete, drop, user or role management, no other database, no server commands
+// (tests/integration/test_mongo7.py checks both sides against mongo:7.0). A re-run converges
+// the role and the user's roles to these (the password is left as is). The index names equal those of
 // processor/store.py (_INDEXES): the processor's own create_index calls at start then find
 // them already there instead of failing on "same keys, different name".
 
@@ -17,15 +21,28 @@ if (!dbName || !appUser || !appPassword) {
 
 const app = db.getSiblingDB(dbName);
 
-if (app.getUser(appUser) === null) {
-  app.createUser({
-    user: appUser,
-    pwd: appPassword,
-    roles: [{ role: "readWrite", db: dbName }],
-  });
-  print(`created user ${appUser} with readWrite on ${dbName}`);
+const roleName = "gpuCostProcessor";
+const privileges = [
+  {
+    resource: { db: dbName, collection: "" },
+    actions: ["find", "insert", "createIndex", "createCollection"],
+  },
+];
+if (app.getRole(roleName) === null) {
+  app.createRole({ role: roleName, privileges: privileges, roles: [] });
+  print(`created role ${roleName} on ${dbName}`);
 } else {
-  print(`user ${appUser} exists; left as is`);
+  app.updateRole(roleName, { privileges: privileges, roles: [] });
+  print(`role ${roleName} on ${dbName} set to its privileges`);
+}
+
+const roles = [{ role: roleName, db: dbName }];
+if (app.getUser(appUser) === null) {
+  app.createUser({ user: appUser, pwd: appPassword, roles: roles });
+  print(`created user ${appUser} with ${roleName} on ${dbName}`);
+} else {
+  app.updateUser(appUser, { roles: roles });
+  print(`user ${appUser} exists; roles set to ${roleName} (password left as is)`);
 }
 
 // One event per document, _id = event_id (the idempotency key, unique by itself).

@@ -377,7 +377,9 @@ def test_build_contexts_dockerfiles_and_copied_paths_exist() -> None:
         text = dockerfile.read_text()
         assert re.search(r"^USER 10001", text, re.M), f"{dockerfile}: not non-root"
         assert re.search(r"^FROM \$\{PYTHON_IMAGE\}", text, re.M)
-        assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-bookworm$", text, re.M)
+        assert re.search(
+            r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}$", text, re.M
+        )
         for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.M):
             for source in line.split()[:-1]:
                 assert (context / source).exists(), f"{dockerfile}: COPY {source} missing"
@@ -404,9 +406,11 @@ def test_mongo_init_creates_the_app_user_and_the_processors_indexes() -> None:
     from processor.store import _INDEXES  # the processor creates the same ones at start
 
     stub = """
-        const calls = { users: [], indexes: {} };
+        const calls = { users: [], roles: [], indexes: {} };
         const appDb = {
           getUser: () => null,
+          getRole: () => null,
+          createRole: (r) => calls.roles.push(r),
           createUser: (u) => calls.users.push(u),
           runCommand: (c) => { calls.indexes[c.createIndexes] = c.indexes; return { ok: 1 }; },
         };
@@ -429,8 +433,22 @@ def test_mongo_init_creates_the_app_user_and_the_processors_indexes() -> None:
     assert done.returncode == 0, done.stderr
     calls = json.loads(done.stdout)
     assert calls["db"] == "gpu_cost"
+    # Exactly the processor's operations (find/insert/createIndex): test_mongo7.py checks the
+    # role's effect against mongo:7.0 itself (containers mode).
+    assert calls["roles"] == [
+        {
+            "role": "gpuCostProcessor",
+            "privileges": [
+                {
+                    "resource": {"db": "gpu_cost", "collection": ""},
+                    "actions": ["find", "insert", "createIndex", "createCollection"],
+                }
+            ],
+            "roles": [],
+        }
+    ]
     assert calls["users"] == [
-        {"user": "app", "pwd": "pw", "roles": [{"role": "readWrite", "db": "gpu_cost"}]}
+        {"user": "app", "pwd": "pw", "roles": [{"role": "gpuCostProcessor", "db": "gpu_cost"}]}
     ]
     created = {
         collection: sorted((i["name"], [[k, v] for k, v in i["key"].items()]) for i in specs)
