@@ -448,6 +448,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  curl -s '{url}/api/v1/costs?{query}&group_by=tenant,model'")
         print(f"  curl -s '{url}/api/v1/costs?{query}&group_by=model&format=csv'")
         print(f"  curl -s -H 'Accept: text/csv' '{url}/api/v1/costs?{query}&group_by=gpu'")
+        say("one request's cost breakdown (the trace's first request, a 70B or small-model one)")
+        print(f"  curl -s '{url}/api/v1/requests/{TRACE.stem}-0'")
+        page = f"{url}/?start={window['start']}&end={window['end']}"
+        say(f"the page: open {page}")
     except KeyboardInterrupt:
         print("\ninterrupted; stopping what this demo started")
         args.stop = True
@@ -456,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_processor(state_dir)
             stack_down(state_dir)
         elif started_here:
-            say(f"still running: API docs {url}/docs")
+            say(f"still running: the page {url}/  ·  API docs {url}/docs")
             print("stop it all with:  make down")
     return 0
 
