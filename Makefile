@@ -99,7 +99,7 @@ test: setup lint ## The whole suite: lint + unit + integration + e2e (what CI ru
 
 .PHONY: test-containers
 test-containers: setup lint ## The whole suite with Kafka + mongo:7.0 in containers (needs Docker; docs/testing.md)
-	TEST_HARNESS=containers $(PY) -m pytest tests -rs $(PYTEST_ARGS)
+	TEST_SERVERS=containers $(PY) -m pytest tests -rs $(PYTEST_ARGS)
 
 .PHONY: hadolint
 hadolint: $(STAMP) ## Lint every Dockerfile with hadolint (also part of make test)

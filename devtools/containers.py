@@ -1,4 +1,4 @@
-"""Kafka and MongoDB 7 as containers for the tests (TEST_HARNESS=containers), via testcontainers.
+"""Kafka and MongoDB 7 as containers for the tests (TEST_SERVERS=containers), via testcontainers.
 
     >>> with kafka_container() as kafka, mongo_container() as mongo:
     ...     kafka.bootstrap, mongo.root_url, mongo.app_url

@@ -1,13 +1,15 @@
-"""Which servers the test harness uses: the local stack or containers (testcontainers).
+"""Which servers the test harness uses: named ones, the local stack or containers.
 
     >>> choose("auto", docker_probe=lambda: True).harness
     'containers'
 
-``TEST_HARNESS`` = ``local`` | ``containers`` | ``auto`` (unset = ``auto``: containers when a
-Docker engine answers its ``/_ping``, else the local stack). Servers named by ``KAFKA_BOOTSTRAP``
-/ ``MONGO_URL`` win over both, as before (tests/conftest.py). The decision is a pure function of
-the requested value and an injected probe, so it is unit-tested without Docker; the probe itself
-is a plain HTTP ``GET /_ping`` on the engine's socket (no Docker SDK call, no image pulled).
+``TEST_SERVERS`` = ``env`` | ``local`` | ``containers`` (unset, or ``auto``: containers when a
+Docker engine answers its ``/_ping``, else the local stack). ``env``: exactly the servers named
+by ``KAFKA_BOOTSTRAP`` and ``MONGO_URL`` (both required). In the other modes a server named by
+one of them still wins over the chosen source, as before (tests/conftest.py). The decision is a
+pure function of the requested value and an injected probe, so it is unit-tested without Docker;
+the probe itself is a plain HTTP ``GET /_ping`` on the engine's socket (no Docker SDK call, no
+image pulled).
 """
 
 from __future__ import annotations
@@ -28,17 +30,17 @@ __all__ = [
     "ping_docker",
 ]
 
-HARNESS_ENV: Final = "TEST_HARNESS"
-MODES: Final = ("local", "containers", "auto")
+HARNESS_ENV: Final = "TEST_SERVERS"
+MODES: Final = ("env", "local", "containers", "auto")
 DEFAULT_SOCKET: Final = "/var/run/docker.sock"
 # An engine that answers at all answers /_ping within milliseconds; this only bounds a hung socket.
 PING_TIMEOUT_S: Final = 2.0
 
-Harness = Literal["local", "containers"]
+Harness = Literal["env", "local", "containers"]
 
 
 class HarnessError(ValueError):
-    """TEST_HARNESS holds something other than local, containers or auto."""
+    """TEST_SERVERS holds something other than env, local, containers or auto."""
 
 
 @dataclass(frozen=True)
@@ -48,12 +50,12 @@ class Choice:
 
 
 def choose(requested: str | None, docker_probe: Callable[[], bool]) -> Choice:
-    """The harness for ``requested`` (the raw TEST_HARNESS value); probes Docker only for auto."""
+    """The harness for ``requested`` (the raw TEST_SERVERS value); probes Docker only for auto."""
     mode = (requested or "auto").strip().lower() or "auto"
     if mode not in MODES:
         raise HarnessError(f"{HARNESS_ENV}={requested!r}: expected one of {', '.join(MODES)}")
-    if mode == "local":
-        return Choice("local", f"{HARNESS_ENV}=local")
+    if mode in ("env", "local"):
+        return Choice(mode, f"{HARNESS_ENV}={mode}")  # type: ignore[arg-type]  # checked above
     if mode == "containers":
         # Asked for explicitly: no probe, so a missing engine fails loudly in testcontainers
         # instead of silently testing something else.

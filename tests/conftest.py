@@ -2,9 +2,11 @@
 
 Which servers the tests use:
 
-* ``KAFKA_BOOTSTRAP`` / ``MONGO_URL`` set in the environment: exactly those, nothing is started.
-* otherwise ``TEST_HARNESS`` (``local`` | ``containers`` | ``auto``, unset = auto) picks between
-  containers and the local stack; auto = containers when a Docker engine answers, else local
+* ``TEST_SERVERS`` = ``env`` | ``local`` | ``containers`` (unset or ``auto``: containers when a
+  Docker engine answers, else local) picks the source. ``env``: exactly the servers named by
+  ``KAFKA_BOOTSTRAP`` / ``MONGO_URL`` (a missing one is a usage error); in the other modes a
+  server named there still wins, nothing is started for it. Otherwise containers or the local
+  stack
   (``devtools.harness``, unit-tested). Containers: ``apache/kafka`` and ``mongo:7.0`` (pinned by
   digest, ``devtools.containers``) started through testcontainers once per session; MongoDB runs
   with auth and compose/mongo-init, the tests use its root user. Never run on this project's own
@@ -189,7 +191,7 @@ _CHOICE: list[harness.Choice] = []
 
 
 def harness_choice() -> harness.Choice:
-    """TEST_HARNESS decided once per session (auto probes the Docker engine once)."""
+    """TEST_SERVERS decided once per session (auto probes the Docker engine once)."""
     if not _CHOICE:
         endpoint = harness.docker_endpoint(os.environ)
         try:
@@ -219,7 +221,7 @@ def mongo7() -> Iterator[MongoServer]:
     root and the init script's application-user URLs."""
     choice = harness_choice()
     if choice.harness != "containers":
-        pytest.skip(f"MongoDB 7 runs only with TEST_HARNESS=containers; this run: {choice.reason}")
+        pytest.skip(f"MongoDB 7 runs only with TEST_SERVERS=containers; this run: {choice.reason}")
     with mongo_container() as server:
         yield server
 
@@ -230,6 +232,8 @@ def kafka_bootstrap(request: pytest.FixtureRequest) -> str:
     stack)."""
     if os.environ.get("KAFKA_BOOTSTRAP"):
         return os.environ["KAFKA_BOOTSTRAP"]
+    if harness_choice().harness == "env":
+        raise pytest.UsageError("TEST_SERVERS=env needs KAFKA_BOOTSTRAP (the Kafka to test)")
     if harness_choice().harness == "containers":
         return str(request.getfixturevalue("_kafka_container"))
     test_stack: TestStack = request.getfixturevalue("_test_stack")
@@ -242,6 +246,8 @@ def mongo_url(request: pytest.FixtureRequest) -> str:
     stack's FerretDB)."""
     if os.environ.get("MONGO_URL"):
         return os.environ["MONGO_URL"]
+    if harness_choice().harness == "env":
+        raise pytest.UsageError("TEST_SERVERS=env needs MONGO_URL (the MongoDB to test against)")
     if harness_choice().harness == "containers":
         return str(request.getfixturevalue("mongo7").root_url)
     test_stack: TestStack = request.getfixturevalue("_test_stack")

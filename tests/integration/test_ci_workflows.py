@@ -59,8 +59,8 @@ def test_the_jobs_the_project_promises() -> None:
     assert "make test" in readme
     by_command = {name: _runs(job) for name, job in jobs.items()}
     local = [n for n, r in by_command.items() if re.search(r"\bmake test(\s|$)", r, re.M)]
-    assert any(jobs[n].get("env", {}).get("TEST_HARNESS") == "local" for n in local)
-    assert any(jobs[n].get("env", {}).get("TEST_HARNESS") == "containers" for n in local)
+    assert any(jobs[n].get("env", {}).get("TEST_SERVERS") == "local" for n in local)
+    assert any(jobs[n].get("env", {}).get("TEST_SERVERS") == "containers" for n in local)
     compose = [n for n, r in by_command.items() if "scripts/smoke-test.sh" in r]
     assert len(compose) == 1
     job = jobs[compose[0]]

@@ -1,7 +1,7 @@
 """MongoDB 7 itself (not FerretDB): the store's queries use the intended indexes, and the init
 script's application user can do what the processor does and nothing more.
 
-Runs only with TEST_HARNESS=containers (the ``mongo7`` fixture skips otherwise, with the reason):
+Runs only with TEST_SERVERS=containers (the ``mongo7`` fixture skips otherwise, with the reason):
 ``mongo:7.0`` started by testcontainers with auth and compose/mongo-init, as compose runs it.
 NOT EXERCISED on this project's own CI machine (no Docker engine there); docs/testing.md.
 

@@ -1,4 +1,4 @@
-"""TEST_HARNESS: which servers the tests use, decided without Docker (the probe is injected), and
+"""TEST_SERVERS: which servers the tests use, decided without Docker (the probe is injected), and
 the Docker probe itself against a fake engine on a unix socket."""
 
 from __future__ import annotations
@@ -45,17 +45,18 @@ def test_auto_is_containers_exactly_when_an_engine_answers(
 
 
 @pytest.mark.parametrize("engine", [True, False])
-def test_local_and_containers_are_taken_as_asked_without_probing(engine: bool) -> None:
+def test_env_local_and_containers_are_taken_as_asked_without_probing(engine: bool) -> None:
     probe = Probe(engine)
-    assert choose("local", probe) == Choice("local", "TEST_HARNESS=local")
+    assert choose("env", probe) == Choice("env", "TEST_SERVERS=env")
+    assert choose("local", probe) == Choice("local", "TEST_SERVERS=local")
     # containers without an engine is not silently downgraded: testcontainers then fails loudly.
-    assert choose("containers", probe) == Choice("containers", "TEST_HARNESS=containers")
+    assert choose("containers", probe) == Choice("containers", "TEST_SERVERS=containers")
     assert probe.calls == 0
 
 
-@pytest.mark.parametrize("bad", ["docker", "env", "container", "1"])
+@pytest.mark.parametrize("bad", ["docker", "environment", "container", "1"])
 def test_anything_else_is_refused_with_the_choices(bad: str) -> None:
-    with pytest.raises(HarnessError, match="local, containers, auto"):
+    with pytest.raises(HarnessError, match="env, local, containers, auto"):
         choose(bad, Probe(True))
 
 
@@ -77,7 +78,7 @@ def test_docker_host_names_the_endpoint(env: dict[str, str], endpoint: DockerEnd
 def test_an_ssh_docker_host_is_not_probed() -> None:
     endpoint = docker_endpoint({"DOCKER_HOST": "ssh://me@box"})
     assert endpoint.unprobed
-    assert "TEST_HARNESS" in endpoint.unprobed
+    assert "TEST_SERVERS" in endpoint.unprobed
     assert ping_docker(endpoint) is False
 
 
