@@ -79,6 +79,10 @@ def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> Non
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+        # An earlier uvicorn.Config in this process may have set a level or disabled the
+        # logger (dictConfig): the root's level decides again.
+        logger.setLevel(logging.NOTSET)
+        logger.disabled = False
 
 
 def json_logging() -> bool:

@@ -51,7 +51,8 @@ VARIANTS: dict[str, set[str]] = {
     "default": COMMON | {"Job"},
     "gpu": COMMON | {"Job", "DaemonSet"},
     "dcgm": COMMON | {"Job", "DaemonSet"},
-    "keda": COMMON | {"Job", "ScaledObject", "ServiceMonitor", "PrometheusRule"},
+    # ConfigMap: one per Grafana dashboard of compose/monitoring (the sidecar's).
+    "keda": COMMON | {"Job", "ScaledObject", "ServiceMonitor", "PrometheusRule", "ConfigMap"},
     "hpa": COMMON | {"Job", "HorizontalPodAutoscaler"},
     "strimzi": COMMON | {"KafkaTopic"},
     "proxy": COMMON | {"Job"},
@@ -293,14 +294,15 @@ def test_dashboards_become_sidecar_configmaps(helm: Path) -> None:
 
 
 def test_a_dashboard_json_becomes_a_labelled_configmap(helm: Path, tmp_path: Path) -> None:
-    """With a dashboard present (compose may have none yet), it renders and validates."""
+    """A dashboard added to the chart's files renders as its own labelled ConfigMap."""
     chart = tmp_path / "chart"
     shutil.copytree(CHART_DIR, chart)
     board = {"title": "GPU token cost", "panels": [{"type": "stat", "title": "$ / 1M"}]}
     (chart / "files" / "dashboards" / "Token_Costs.json").write_text(json.dumps(board) + "\n")
     done = _helm(helm, "template", "gtc", str(chart), "-f", str(CI_VALUES / "keda-values.yaml"))
     assert done.returncode == 0, done.stderr
-    (cm,) = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "ConfigMap"]
+    maps = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "ConfigMap"]
+    (cm,) = [m for m in maps if "Token_Costs.json" in m["data"]]
     validate(cm)
     assert cm["metadata"]["name"] == "gtc-gpu-token-cost-dashboard-token-costs"
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
