@@ -298,6 +298,29 @@ def show_check(by_model: dict[str, Any], plans: list[ModelPlan]) -> None:
         )
 
 
+# FerretDB answers an aggregation by scanning: on a busy 2-core machine an hour of documents
+# can take tens of seconds; MongoDB answers from its indexes.
+COSTS_TIMEOUT_S: Final = 300.0
+
+
+def ask_costs(url: str, params: dict[str, str], state_dir: Path) -> httpx.Response:
+    """GET /api/v1/costs, or one line saying why not (never a traceback)."""
+    try:
+        response = httpx.get(f"{url}/api/v1/costs", params=params, timeout=COSTS_TIMEOUT_S)
+        response.raise_for_status()
+    except httpx.HTTPStatusError as exc:
+        raise SystemExit(
+            f"demo: {exc.request.url} answered {exc.response.status_code}: "
+            f"{exc.response.text[:300]}; see {state_dir / 'processor.log'}"
+        ) from None
+    except httpx.HTTPError as exc:
+        raise SystemExit(
+            f"demo: no answer from {url}/api/v1/costs within {COSTS_TIMEOUT_S:.0f} s "
+            f"({type(exc).__name__}); see {state_dir / 'processor.log'}"
+        ) from None
+    return response
+
+
 def replay_fleet(env: dict[str, str], state_dir: Path, plans: list[ModelPlan]) -> int:
     """Both hosts replay the trace at once, each sending its share; the token events sent."""
     mix = ",".join(f"{p.model}:{p.capacity:g}" for p in plans)
@@ -313,6 +336,8 @@ def replay_fleet(env: dict[str, str], state_dir: Path, plans: list[ModelPlan]) -
         ]  # fmt: skip
         print(f"  {host.name}: {' '.join(cmd[2:])}")
         log = (state_dir / f"replay-{host.name}.log").open("wb")
+        # The fleet is the seed files', even on a host with GPUs of its own.
+        env = {**env, "PRODUCER_GPU_SOURCES": "seed"}
         running.append(
             (host, subprocess.Popen(cmd, cwd=REPO, env=env, stderr=log, stdout=log), summary)
         )
@@ -425,10 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             "end": time.strftime("%Y-%m-%dT%H:%M:00Z", time.gmtime(now + 60)),
             "granularity": "all",
         }
-        by_model = httpx.get(
-            f"{url}/api/v1/costs", params={**window, "group_by": "model"}, timeout=60
-        )
-        by_model.raise_for_status()
+        by_model = ask_costs(url, {**window, "group_by": "model"}, state_dir)
         say(f"what the hour cost, by model: GET {by_model.url}")
         show_table(by_model.json(), "model")
         print()
@@ -436,10 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         show_check(by_model.json(), plans)
 
-        by_tenant = httpx.get(
-            f"{url}/api/v1/costs", params={**window, "group_by": "tenant"}, timeout=60
-        )
-        by_tenant.raise_for_status()
+        by_tenant = ask_costs(url, {**window, "group_by": "tenant"}, state_dir)
         say(f"by tenant (who spent it): GET {by_tenant.url}")
         show_table(by_tenant.json(), "tenant")
 
