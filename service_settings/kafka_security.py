@@ -71,6 +71,8 @@ class KafkaSecurity(BaseModel):
     def kafka_security_config(self) -> dict[str, Any]:
         """The librdkafka keys for security; merged into every client config of the service."""
         protocol = self.kafka_security_protocol
+        if protocol == "PLAINTEXT":
+            return {}  # librdkafka's default: the configs stay as they were before this option
         config: dict[str, Any] = {"security.protocol": protocol.lower()}
         if protocol.startswith("SASL_"):
             assert self.kafka_sasl_password is not None  # checked by the validator
