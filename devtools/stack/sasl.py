@@ -47,7 +47,12 @@ def credentials_path(state_dir: Path) -> Path:
 
 
 def _openssl(*args: str) -> None:
-    out = subprocess.run(["openssl", *args], capture_output=True, text=True, check=False)
+    try:
+        out = subprocess.run(["openssl", *args], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise StackError(
+            "openssl is needed for --security sasl-ssl (scripts/setup-debian.sh installs it)"
+        ) from None
     if out.returncode != 0:
         raise StackError(f"openssl {args[0]} failed (exit {out.returncode}): {out.stderr}")
 
