@@ -61,9 +61,7 @@ def create_app(
         )
         app.state.settings = settings
         app.state.store = store
-        admin_config: dict[str, Any] = {
-            "bootstrap.servers": settings.kafka_bootstrap, "logger": KAFKA_LOGGER,
-        }  # fmt: skip
+        admin_config: dict[str, Any] = {**settings.admin_config(), "logger": KAFKA_LOGGER}
         app.state.kafka_admin = AdminClient(admin_config)
         own_reader = (
             GpuReader(settings.processor_host, seed_file=settings.gpu_seed_file)

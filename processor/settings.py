@@ -39,6 +39,7 @@ from service_settings import (
     ServiceSettings,
     reason,
 )
+from service_settings.kafka_security import KafkaSecurity
 
 __all__ = ["MIN_TOKEN_CHARS", "PriceFile", "PriceMap", "ProcessorSettings"]
 
@@ -97,7 +98,7 @@ def _price_file(value: Any) -> Any:
     return PriceFile(path, prices)
 
 
-class ProcessorSettings(ServiceSettings):
+class ProcessorSettings(ServiceSettings, KafkaSecurity):
     """Environment variables of the processor (no prefix: the names are shared with compose)."""
 
     kafka_bootstrap: KafkaBootstrap = Field(
@@ -392,6 +393,7 @@ class ProcessorSettings(ServiceSettings):
             # Fetch in big chunks: the processor is throughput-bound, not latency-bound.
             "fetch.min.bytes": 1,
             "queued.max.messages.kbytes": self.consume_queue_max_kb,
+            **self.kafka_security_config(),
         }
 
     def dlq_producer_config(self) -> dict[str, Any]:
@@ -403,4 +405,9 @@ class ProcessorSettings(ServiceSettings):
             "acks": "all",
             "linger.ms": 5,
             "compression.type": "lz4",
+            **self.kafka_security_config(),
         }
+
+    def admin_config(self) -> dict[str, Any]:
+        """librdkafka configuration of the AdminClient (lag gauges, readiness)."""
+        return {"bootstrap.servers": self.kafka_bootstrap, **self.kafka_security_config()}

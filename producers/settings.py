@@ -43,6 +43,7 @@ from service_settings import (
     explained,
     problems,
 )
+from service_settings.kafka_security import KafkaSecurity
 
 __all__ = ["DEFAULT_MODELS", "ModelMix", "ProducerSettings", "load_settings", "parse_rate"]
 
@@ -147,7 +148,7 @@ ModelMix = Annotated[
 ]
 
 
-class ProducerSettings(ServiceSettings):
+class ProducerSettings(ServiceSettings, KafkaSecurity):
     """Everything the producer reads from its environment (names are the env variables)."""
 
     bootstrap: KafkaBootstrap = Field(
@@ -422,6 +423,7 @@ class ProducerSettings(ServiceSettings):
             # Topics are created by the deployment (12 partitions); a typo in KAFKA_TOPIC must
             # fail loudly rather than auto-create a 1-partition topic nobody consumes.
             "allow.auto.create.topics": False,
+            **self.kafka_security_config(),
         }
 
 

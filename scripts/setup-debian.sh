@@ -7,6 +7,7 @@
 #   the linter      shellcheck, for scripts/*.sh
 #   nodejs          node: runs compose/mongo-init/*.js against a stub in the compose tests
 #   chromium        + chromium-driver: the page's headless-browser test (tests/e2e/test_page.py)
+#   openssl         the CA and broker certificate of `stack.py up --security sasl-ssl`
 # Run as root (CI and the dev machines are root); prints what it installs.
 set -euo pipefail
 
@@ -20,6 +21,7 @@ declare -A WANT=(
   [node]=nodejs
   [chromium]=chromium
   [chromedriver]=chromium-driver
+  [openssl]=openssl
 )
 
 missing=()
@@ -28,7 +30,7 @@ for tool in "${!WANT[@]}"; do
 done
 
 if ((${#missing[@]} == 0)); then
-  echo "setup-debian: all tools present (docker-compose promtool nft ip shellcheck node chromium chromedriver)"
+  echo "setup-debian: all tools present (docker-compose promtool nft ip shellcheck node chromium chromedriver openssl)"
   exit 0
 fi
 

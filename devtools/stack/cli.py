@@ -94,6 +94,13 @@ def _parser() -> argparse.ArgumentParser:
         help="Kafka KRaft nodes: 3 runs a cluster on ports P..P+5 (brokers P, P+2, P+4; "
         "controllers P+1, P+3, P+5), topics with replication factor 3, min.insync.replicas 2",
     )
+    p_up.add_argument(
+        "--security",
+        choices=("plaintext", "sasl-ssl"),
+        default="plaintext",
+        help="sasl-ssl: also a SASL_SSL (SCRAM-SHA-512) listener on port P+2, a CA and broker "
+        "certificate made with openssl, credentials in <state>/kafka/sasl.json (docs/security.md)",
+    )
     p_status = sub.add_parser("status", help="show servers; exit 1 if one is not answering")
     add_common(p_status, suppress=True)
     p_down = sub.add_parser("down", help="stop exactly the processes `up` started")
@@ -113,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cache_dir=args.cache_dir,
                 create_topics=not getattr(args, "no_topics", False),
                 brokers=args.brokers,
+                security=args.security,
             )
             _print_states(states)
             return 0

@@ -104,6 +104,14 @@ def check_brokers(brokers: int) -> int:
     return brokers
 
 
+def check_security(security: str, brokers: int) -> str:
+    if security not in ("plaintext", "sasl-ssl"):
+        raise StackError(f"--security must be plaintext or sasl-ssl, not {security}")
+    if security != "plaintext" and brokers != 1:
+        raise StackError("--security sasl-ssl is for the single-broker stack (--brokers 1)")
+    return security
+
+
 @dataclass(frozen=True)
 class StackConfig:
     state_dir: Path
@@ -111,6 +119,7 @@ class StackConfig:
     mongo_listen: Address
     cache_dir: Path
     brokers: int = 1  # Kafka KRaft nodes (1, or 3 for a cluster with RF 3 / min ISR 2)
+    security: str = "plaintext"  # or "sasl-ssl": a SASL_SSL listener too (devtools/stack/sasl.py)
 
     @classmethod
     def make(
@@ -121,6 +130,7 @@ class StackConfig:
         mongo_listen: Address | str | None = None,
         cache_dir: Path | str | None = None,
         brokers: int = 1,
+        security: str = "plaintext",
     ) -> StackConfig:
         def addr(value: Address | str | None, default: Address) -> Address:
             if value is None:
@@ -133,6 +143,7 @@ class StackConfig:
             mongo_listen=addr(mongo_listen, default_mongo_listen()),
             cache_dir=Path(cache_dir).absolute() if cache_dir else default_cache_dir().absolute(),
             brokers=check_brokers(brokers),
+            security=check_security(security, brokers),
         )
 
     def listen(self, server: Server) -> Address:

@@ -23,6 +23,7 @@ from devtools.stack.console import locked, rel, say
 from devtools.stack.errors import StackError
 from devtools.stack.install import install_ferretdb, install_kafka, java_major, require_tool
 from devtools.stack.probes import answers, kafka_metadata, tcp_open
+from devtools.stack.sasl import sasl_address
 from devtools.stack.servers import (
     MIN_ISR_CLUSTER,
     kafka_command,
@@ -121,6 +122,7 @@ def up(
     mongo_timeout: float = MONGO_READY_TIMEOUT_S,
     brokers: int = 1,
     rejoin: bool = False,
+    security: str = "plaintext",
 ) -> dict[Server, ServerState]:
     """Start the selected servers unless they already run from this state dir; wait until they
     answer; create the topics. Idempotent. Raises StackError (MissingToolError) on failure.
@@ -134,6 +136,7 @@ def up(
         mongo_listen=mongo_listen,
         cache_dir=cache_dir,
         brokers=check_brokers(brokers),
+        security=security,
     )
     servers = selected(only)
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +174,10 @@ def up(
 
         to_start = [u for u in units if u.name not in running]
         for unit in to_start:
-            busy = [a for a in server_ports(unit.server, unit.address) if tcp_open(a, 0.5)]
+            ports = server_ports(unit.server, unit.address)
+            if unit.server == "kafka" and cfg.security == "sasl-ssl":
+                ports.append(sasl_address(cfg))
+            busy = [a for a in ports if tcp_open(a, 0.5)]
             if busy:
                 raise StackError(
                     f"cannot start {unit.name}: {', '.join(map(str, busy))} already accepts "

@@ -12,6 +12,13 @@ from typing import Final
 from devtools.stack.config import REPO, Address, Server, StackConfig
 from devtools.stack.console import rel, say, write_atomic
 from devtools.stack.errors import StackError
+from devtools.stack.sasl import (
+    credentials_path,
+    ensure_credentials,
+    sasl_address,
+    sasl_properties,
+    scram_format_args,
+)
 
 __all__ = [
     "MIN_ISR_CLUSTER",
@@ -95,6 +102,12 @@ def _kafka_properties(cfg: StackConfig, data_dir: Path, node: int) -> str:
         "num.io.threads": "4",
         "log.retention.hours": "168",
     }
+    if cfg.security == "sasl-ssl":
+        sasl = sasl_address(cfg)
+        lines["listeners"] += f",SASL_SSL://{sasl}"
+        lines["advertised.listeners"] += f",SASL_SSL://{sasl}"
+        lines["listener.security.protocol.map"] += ",SASL_SSL:SASL_SSL"
+        lines |= sasl_properties(cfg, ensure_credentials(cfg))
     body = "".join(f"{key}={value}\n" for key, value in lines.items())
     return f"# Written by scripts/stack.py on every `up`; edits are overwritten.\n{body}"
 
@@ -122,6 +135,13 @@ def kafka_command(cfg: StackConfig, java: str, libs: Path, node: int = 1) -> lis
     data = home / "data"
     data.mkdir(parents=True, exist_ok=True)
     props = home / "server.properties"
+    formatted = (data / "meta.properties").exists()
+    if cfg.security == "sasl-ssl" and formatted and not credentials_path(cfg.state_dir).exists():
+        # The SCRAM user is written at format time only: this storage has none.
+        raise StackError(
+            f"{rel(data)} was formatted without --security sasl-ssl: run `down`, remove "
+            f"{rel(cfg.state_dir)}, then `up --security sasl-ssl`"
+        )
     write_atomic(props, _kafka_properties(cfg, data, node))
     if not (data / "meta.properties").exists():
         # One cluster id for all nodes (KRaft refuses a quorum of differently formatted logs).
@@ -140,6 +160,7 @@ def kafka_command(cfg: StackConfig, java: str, libs: Path, node: int = 1) -> lis
             "-c",
             str(props),
             "--ignore-formatted",
+            *(scram_format_args(ensure_credentials(cfg)) if cfg.security == "sasl-ssl" else ()),
             heap=("-Xmx256m",),
         )
         out = subprocess.run(

@@ -48,7 +48,15 @@ SETTING_ENV = (
     "PROXY_QUEUE_SIZE",
 )
 # Read by field name (its <NAME>_FILE variant needs that), not by validation_alias.
-NAMED_BY_FIELD = ("PROXY_API_KEYS",)
+NAMED_BY_FIELD = (
+    "PROXY_API_KEYS",
+    # service_settings.kafka_security: no alias, so KAFKA_SASL_PASSWORD_FILE works.
+    "KAFKA_SECURITY_PROTOCOL",
+    "KAFKA_SASL_MECHANISM",
+    "KAFKA_SASL_USERNAME",
+    "KAFKA_SASL_PASSWORD",
+    "KAFKA_SSL_CA_LOCATION",
+)
 
 
 @pytest.fixture(autouse=True)
