@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  curl -s '{url}/api/v1/costs?{query}&group_by=tenant,model'")
         print(f"  curl -s '{url}/api/v1/costs?{query}&group_by=model&format=csv'")
         print(f"  curl -s -H 'Accept: text/csv' '{url}/api/v1/costs?{query}&group_by=gpu'")
-        say("one request's cost breakdown (the trace's first request, a 70B or small-model one)")
+        say("one request's stored cost breakdown (the trace's first request)")
         print(f"  curl -s '{url}/api/v1/requests/{TRACE.stem}-0'")
         page = f"{url}/?start={window['start']}&end={window['end']}"
         say(f"the page: open {page}")

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from processor.api.deps import StoreDep
 from processor.api.problems import problem_responses
 from processor.api.readings import AnomalyFlag, EventId, Timestamp
-from processor.api.times import Rfc3339, WindowQuery, resolve_range
+from processor.api.times import EndQuery, HostFilter, Start24hQuery, WindowQuery, resolve_range
 from schemas.contracts import epoch_us
 
 router = APIRouter(prefix="/api/v1", tags=["anomalies"])
@@ -55,15 +55,10 @@ def _flagged(doc: dict[str, Any]) -> FlaggedReading:
 @router.get("/anomalies", response_model=AnomalyReport, responses=problem_responses(422, 503))
 def list_anomalies(
     store: StoreDep,
-    start: Annotated[
-        Rfc3339 | None, Query(description="Inclusive, RFC 3339; default end - 24h.")
-    ] = None,
-    end: Annotated[Rfc3339 | None, Query(description="Exclusive, RFC 3339; default now.")] = None,
+    start: Start24hQuery = None,
+    end: EndQuery = None,
     window: WindowQuery = None,
-    host: Annotated[
-        str | None,
-        Query(min_length=1, max_length=253, pattern=r"^[^/\s]+$", description="Only this host."),
-    ] = None,
+    host: HostFilter = None,
     gpu_uuid: Annotated[
         str | None, Query(min_length=1, max_length=128, description="Only this GPU.")
     ] = None,

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from processor.api.deps import SettingsDep, StoreDep
 from processor.api.problems import problem_responses
-from processor.api.times import Rfc3339, WindowQuery, resolve_range
+from processor.api.times import EndQuery, HostFilter, Start24hQuery, WindowQuery, resolve_range
 from processor.documents import time_buckets
 from processor.exceptions import BadParameter, InvalidParameters
 from processor.rollup import (
@@ -242,16 +242,11 @@ def get_costs(
         Granularity,
         Query(description="Size of each time bucket; all = one bucket for the whole window."),
     ] = "hour",
-    start: Annotated[
-        Rfc3339 | None, Query(description="Inclusive, RFC 3339; default end - 24h.")
-    ] = None,
-    end: Annotated[Rfc3339 | None, Query(description="Exclusive, RFC 3339; default now.")] = None,
+    start: Start24hQuery = None,
+    end: EndQuery = None,
     window: WindowQuery = None,
-    # host and model have the contract's bounds: a longer value can match no stored event.
-    host: Annotated[
-        str | None,
-        Query(min_length=1, max_length=253, pattern=r"^[^/\s]+$", description="Only this host."),
-    ] = None,
+    # model has the contract's bound: a longer value can match no stored event.
+    host: HostFilter = None,
     model: Annotated[
         str | None,
         Query(

@@ -32,7 +32,17 @@ from pydantic_core import PydanticCustomError
 from processor.exceptions import BadParameter, InvalidParameters
 from schemas.contracts import ts_range
 
-__all__ = ["WINDOWS", "Rfc3339", "Window", "WindowQuery", "resolve_range", "window_range"]
+__all__ = [
+    "WINDOWS",
+    "EndQuery",
+    "HostFilter",
+    "Rfc3339",
+    "Start24hQuery",
+    "Window",
+    "WindowQuery",
+    "resolve_range",
+    "window_range",
+]
 
 Window = Literal["today", "yesterday", "24h", "7d", "month"]
 WINDOWS: Final[tuple[str, ...]] = get_args(Window)
@@ -64,6 +74,16 @@ Rfc3339 = Annotated[
     datetime,
     BeforeValidator(_rfc3339),
     WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+# The range parameters the report routes share (the GPU readings route defaults to 1 h).
+Start24hQuery = Annotated[
+    Rfc3339 | None, Query(description="Inclusive, RFC 3339; default end - 24h.")
+]
+EndQuery = Annotated[Rfc3339 | None, Query(description="Exclusive, RFC 3339; default now.")]
+# The contract's bounds for a host: a longer value can match no stored event.
+HostFilter = Annotated[
+    str | None,
+    Query(min_length=1, max_length=253, pattern=r"^[^/\s]+$", description="Only this host."),
 ]
 
 
